@@ -1,0 +1,173 @@
+"""Run an ablation sweep: ``python ablations/run.py --sweep conditioning``.
+
+Locally (the default without SLURM) it trains and evaluates every run of the sweep on this
+machine; with ``sbatch`` on PATH it submits them to SLURM as one job array. See ``--help``.
+Exit status: 0 all runs done, 1 some failed, 2 a bad option or override, 3 the sweep is being
+launched by another process.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ablations import cost, launcher, rundir, status, sweeps
+from vdt.config import ConfigError
+
+EPILOG = """examples:
+  python ablations/run.py --list
+  python ablations/run.py --sweep conditioning                      # tiny, on this machine
+  python ablations/run.py --sweep depth --set train.steps=100 --seeds 0
+  python ablations/run.py --sweep conditioning --profile paper --set data.root=/data/UCF-101 \\
+      --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --cpus-per-task 10 \\
+      --time-min 1440 --dry-run --gpu H100 --mfu 0.4
+  python ablations/run.py --sweep conditioning --status
+  python ablations/run.py --sweep conditioning --retry-failed
+Override keys are RunConfig fields (vdt/config.py): model.*, diffusion.*, masks.*, data.*, train.*, eval.*.
+Exit status: 0 all runs done, 1 some runs failed, 2 bad option/override, 3 sweep locked by another launch."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python ablations/run.py", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate every run of an ablation sweep, locally or on SLURM; re-running skips "
+                    "finished runs and resumes interrupted ones.")
+    p.add_argument("--sweep", help=f"the sweep: {', '.join(sweeps.SWEEPS)}")
+    p.add_argument("--profile", default="tiny", choices=list(sweeps.PROFILES),
+                   help="tiny: CPU, built-in data (default); paper: the paper's model and data, for GPUs")
+    p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides applied to every run, e.g. --set train.steps=100 eval.num_videos=8 "
+                        "(repeatable)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds per variant (default: the profile's)")
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all; see --list)")
+    p.add_argument("--results", default="results/runs", type=Path,
+                   help="where run dirs go: RESULTS/<sweep>/<run id>/ (default results/runs)")
+    what = p.add_argument_group("what to do (default: launch and wait)")
+    what.add_argument("--list", action="store_true", help="show the profiles, sweeps and their variants")
+    what.add_argument("--dry-run", action="store_true",
+                      help="print every run, the sbatch parameters and the estimated cost; submit nothing")
+    what.add_argument("--status", action="store_true", help="state, step, last loss, job id and log of every run")
+    what.add_argument("--retry-failed", action="store_true", help="also rerun runs that failed before")
+    what.add_argument("--no-wait", action="store_true", help="slurm: submit and exit; follow with --status")
+    what.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ex = p.add_argument_group("executor and resources (SLURM flags are ignored by local and inline)")
+    ex.add_argument("--executor", default="auto", choices=launcher.EXECUTORS,
+                    help="auto: slurm where sbatch is on PATH, else local; local: submitit subprocesses, as many "
+                         "at once as the cores hold; inline: one after another in this process; debug: submitit's "
+                         "in-process DebugExecutor (tests)")
+    ex.add_argument("--partition", help="SLURM partition")
+    ex.add_argument("--account", help="SLURM account")
+    ex.add_argument("--qos", help="SLURM quality of service")
+    ex.add_argument("--nodes", type=int, default=1, help="nodes per run (DDP across them; default 1)")
+    ex.add_argument("--tasks-per-node", type=int, default=1, help="processes per node, one per GPU (default 1)")
+    ex.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0: CPU)")
+    ex.add_argument("--cpus-per-task", type=int, default=1,
+                    help="CPU cores per process; also torch threads per job (default 1)")
+    ex.add_argument("--mem-gb", type=float, help="memory per node in GB (SLURM --mem; local: limits jobs at once)")
+    ex.add_argument("--time-min", type=int, help="time limit per job in minutes; a job that reaches it requeues "
+                                                 "and resumes (default: the profile's, tiny 60, paper 1440)")
+    ex.add_argument("--array-parallelism", type=int, help="at most this many runs at once (SLURM %%N; local cap)")
+    ex.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra sbatch argument, e.g. --slurm-extra constraint=h100 --slurm-extra exclusive "
+                         "(repeatable)")
+    ex.add_argument("--max-timeouts", type=int, default=20, help="requeues after time limits (default 20)")
+    ex.add_argument("--signal-delay-s", type=int, default=120,
+                    help="USR2 this many seconds before the time limit, to checkpoint and requeue (default 120)")
+    ex.add_argument("--poll-s", type=float, default=5.0, help="seconds between checks on running jobs (default 5)")
+    c = p.add_argument_group("cost estimate (--dry-run)")
+    c.add_argument("--gpu", default="H100", choices=list(cost.GPU_PEAK_FLOPS),
+                   help="GPU for the GPU-hours estimate (dense bf16 peak; default H100)")
+    c.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation (default 0.4)")
+    return p
+
+
+def options_from_args(args, profile: sweeps.Profile) -> launcher.Options:
+    extra = []
+    for item in args.slurm_extra:
+        key, sep, value = item.partition("=")
+        extra.append((key.strip().lstrip("-"), value.strip() if sep and value.strip() else True))
+    return launcher.Options(
+        executor=args.executor, partition=args.partition, account=args.account, qos=args.qos, nodes=args.nodes,
+        tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb, time_min=args.time_min or profile.time_min, array_parallelism=args.array_parallelism,
+        slurm_extra=tuple(extra), max_timeouts=args.max_timeouts, signal_delay_s=args.signal_delay_s,
+        poll_s=args.poll_s, progress=not args.no_progress, wait=not args.no_wait)
+
+
+def dry_run(specs: list, opts: launcher.Options, args) -> str:
+    """Every run with its overrides and cost, the sbatch parameters, and the totals."""
+    shared = {k: v for k, v in specs[0].overrides.items() if all(s.overrides.get(k) == v for s in specs)}
+    kind = launcher.resolve_executor(opts.executor)
+    costs = [cost.estimate(s.cfg) for s in specs]
+    gpu_label = f"GPU-h {args.gpu}@{args.mfu:.0%}"
+    rows = [{"s": s, "c": c} for s, c in zip(specs, costs, strict=True)]
+    lines = [f"sweep {specs[0].sweep}, profile {specs[0].profile}: {len(specs)} runs -> executor {kind}, "
+             f"results {args.results / specs[0].sweep}",
+             "overrides shared by every run: " + " ".join(f"{k}={v}" for k, v in shared.items()), "",
+             status.table(rows, [
+                 ("run", lambda r: r["s"].run_id), ("variant", lambda r: r["s"].variant),
+                 ("seed", lambda r: r["s"].seed),
+                 ("overrides", lambda r: " ".join(f"{k}={v}" for k, v in r["s"].overrides.items() if k not in shared)
+                  or "-"),
+                 ("params", lambda r: f"{r['c'].params / 1e6:.1f}M" if r["c"].params else "-"),
+                 ("train FLOPs", lambda r: cost.human(r["c"].train_flops)),
+                 ("eval FLOPs", lambda r: cost.human(r["c"].eval_flops)),
+                 (gpu_label, lambda r: f"{r['c'].gpu_hours(args.gpu, args.mfu):.3g}"),
+             ]), ""]
+    total = sum(c.flops for c in costs)
+    lines.append(f"total: {cost.human(total)}, {sum(c.gpu_hours(args.gpu, args.mfu) for c in costs):.3g} GPU-hours "
+                 f"on {args.gpu} (dense bf16 peak {cost.GPU_PEAK_FLOPS[args.gpu] / 1e12:.0f} TFLOP/s) at MFU "
+                 f"{args.mfu}; FLOPs by {costs[0].method}")
+    params = launcher.slurm_parameters(opts, f"vdt-{specs[0].sweep}")
+    lines.append(f"sbatch parameters (one array of {len(specs)} jobs):  " + " ".join(
+        launcher.sbatch_lines(params, len(specs))))
+    if kind == "local":
+        lines.append(f"local: {launcher.local_slots(opts)} job(s) at a time, {opts.cpus_per_task} torch thread(s) "
+                     "each")
+    lines.append("nothing submitted (--dry-run)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(sweeps.describe())
+        return 0
+    if not args.sweep:
+        parser.error("--sweep is required (see --list)")
+    sweep_dir = args.results / args.sweep
+    if args.status:
+        rows = [status.row(d) for d in status.run_dirs(sweep_dir)]
+        print(status.status_table(rows) if rows else f"no runs under {sweep_dir}")
+        return 0
+    try:
+        sets = sweeps.parse_sets([kv for group in args.set for kv in group])
+        specs = sweeps.expand(args.sweep, args.profile, sets, seeds=args.seeds, variants=args.variants)
+        opts = options_from_args(args, sweeps.PROFILES[args.profile])
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(dry_run(specs, opts, args))
+        return 0
+    if args.no_wait and launcher.resolve_executor(opts.executor) != "slurm":
+        print("error: --no-wait: only SLURM jobs outlive the launcher; use --executor slurm", file=sys.stderr)
+        return 2
+    try:
+        rows = launcher.launch(specs, args.results, opts, retry_failed=args.retry_failed)
+    except rundir.LockHeld as e:
+        print(f"error: sweep {args.sweep} is being launched by another process ({e}); wait for it, or follow it "
+              "with --status", file=sys.stderr)
+        return 3
+    if not opts.wait:
+        return 0
+    print("\n" + status.summary_table(rows))
+    failed = status.failures_text(rows)
+    if failed:
+        print("\n" + failed)
+    print(f"\nruns: {sweep_dir}\nreport: python metrics/report.py --sweep {args.sweep}")
+    return 1 if any(r["state"] != "done" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

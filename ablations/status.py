@@ -1,0 +1,105 @@
+"""What a sweep's runs are doing, read from their files: ``--status`` and the end-of-sweep summary.
+
+Everything here reads run directories (state.json, run.json, train_log.jsonl, eval.json) and asks
+the scheduler only whether a job is still queued; it never changes a run.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from ablations import rundir
+
+
+def slurm_job_queued(job_id) -> bool:
+    """True if SLURM still has the job pending, running or requeued (``squeue`` lists it)."""
+    if not job_id or not shutil.which("squeue") or not str(job_id).replace("_", "").isdigit():
+        return False
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True  # can't tell: don't start a second job on the run
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def job_alive(run_dir, state: dict | None = None) -> bool:
+    """Whether a job is working on this run now: it holds the run lock, or SLURM still queues it."""
+    state = state or rundir.read_state(run_dir)
+    if rundir.RunLock(run_dir).held_elsewhere():
+        return True
+    return state["state"] in ("pending", "running") and slurm_job_queued(state["job_id"])
+
+
+def run_dirs(sweep_dir) -> list:
+    """Run directories of a sweep (those with a run.json), ordered by variant then seed."""
+    dirs = [p.parent for p in Path(sweep_dir).glob("*/run.json")]
+    info = {d: rundir.read_json(d / "run.json", {}) for d in dirs}
+    return sorted(dirs, key=lambda d: (str(info[d].get("variant")), info[d].get("seed", 0), d.name))
+
+
+def row(run_dir) -> dict:
+    """One run's line: id, variant, seed, state, step, loss, job id, log, error, metrics."""
+    run_dir = Path(run_dir)
+    info, state = rundir.read_json(run_dir / "run.json", {}), rundir.read_state(run_dir)
+    cfg = rundir.read_json(run_dir / "config.json", {})
+    logged = rundir.last_logged(run_dir)
+    shown = state["state"]
+    if shown in ("pending", "running") and state["attempts"] and not job_alive(run_dir, state):
+        shown = f"{shown} (no job: relaunch resumes it)"
+    ev = rundir.read_json(run_dir / "eval.json", {})
+    metrics = {t: r.get("metrics", {}) for t, r in ev.get("tasks", {}).items()}
+    return {
+        "run_id": run_dir.name, "variant": info.get("variant"), "seed": info.get("seed"), "state": shown,
+        "step": max(state["step"] or 0, logged.get("step", 0)), "steps": cfg.get("train", {}).get("steps"),
+        "loss": logged.get("loss"), "job_id": state["job_id"], "log": state["log"], "error": state["error"],
+        "metrics": metrics,
+    }
+
+
+def fmt(v, nd: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+def table(rows: list, columns: list) -> str:
+    """Plain aligned text table; ``columns`` are (header, function of a row) pairs."""
+    cells = [[h for h, _ in columns]] + [[fmt(f(r)) for _, f in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def status_table(rows: list) -> str:
+    """``--status``: state, step, last loss, job id and log of every run."""
+    return table(rows, [
+        ("run", lambda r: r["run_id"]), ("variant", lambda r: r["variant"]), ("seed", lambda r: r["seed"]),
+        ("state", lambda r: r["state"]), ("step", lambda r: f"{r['step']}/{fmt(r['steps'])}"),
+        ("loss", lambda r: r["loss"]), ("job", lambda r: r["job_id"]), ("log", lambda r: r["log"]),
+    ])
+
+
+def summary_table(rows: list) -> str:
+    """The end-of-sweep table: state, final loss and each task's PSNR / SSIM."""
+    tasks = sorted({t for r in rows for t in r["metrics"]})
+    columns = [("run", lambda r: r["run_id"]), ("variant", lambda r: r["variant"]), ("seed", lambda r: r["seed"]),
+               ("state", lambda r: r["state"]), ("step", lambda r: r["step"]), ("loss", lambda r: r["loss"])]
+    for t in tasks:
+        for m in ("psnr", "ssim"):
+            columns.append((f"{t}:{m}", lambda r, t=t, m=m: r["metrics"].get(t, {}).get(m)))
+    return table(rows, columns)
+
+
+def failures_text(rows: list) -> str:
+    """Each failed run with its log path and the last lines of its error."""
+    out = []
+    for r in rows:
+        if r["state"] != "failed":
+            continue
+        out.append(f"FAILED {r['run_id']} ({r['variant']}, seed {r['seed']}): log {r['log']}")
+        out += ["    " + line for line in (r["error"] or "(no error recorded)").splitlines()[-8:]]
+    return "\n".join(out)

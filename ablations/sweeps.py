@@ -1,0 +1,200 @@
+"""Sweeps are data: a profile's base overrides, the sweep's own, named variants, and seeds.
+
+A run's config is built by applying, in order, on top of ``RunConfig()``:
+profile overrides -> sweep base (and its per-profile base) -> ``eval.tasks`` -> the variant ->
+``train.seed`` -> the user's ``--set``. Its id is ``RunConfig.run_id()``, a hash of the whole
+config, so the same run launched twice lands in the same directory.
+
+Profiles:
+- ``tiny`` (default): CPU, the built-in bouncing-shapes data, a model small enough that the whole
+  ``conditioning`` sweep (3 variants x 2 seeds, with evaluation) runs in well under 20 minutes on
+  a 2-core machine.
+- ``paper``: the paper's model size (VDT-L/2, 28 blocks, width 1152) on UCF-101 at 256 px in
+  SD-VAE latents (32 x 32 x 4), for GPUs. It needs ``--set data.root=DIR``. The step count and
+  batch are this harness's budget choice, not numbers from the paper: check ``--dry-run``.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from vdt.config import ConfigError, RunConfig, coerce
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where and at what scale a sweep runs."""
+
+    name: str
+    overrides: dict
+    seeds: tuple
+    time_min: int  # default SLURM time limit per job (a job that hits it requeues and resumes)
+    needs: tuple = ()  # keys the user must --set (paths on their machine)
+    about: str = ""
+
+
+PROFILES = {
+    "tiny": Profile(
+        "tiny",
+        {
+            "model.preset": "cpu-tiny", "data.size": 16, "data.frames": 8, "data.num_objects": 2,
+            "train.steps": 300, "train.batch_size": 8, "train.warmup": 20, "train.lr": 1e-3,
+            "train.log_every": 10, "train.ckpt_every": 50,
+            "eval.num_videos": 32, "eval.batch_size": 32, "eval.sample_steps": 25,
+            "eval.fvd": False, "eval.lpips": False,
+        },
+        seeds=(0, 1), time_min=60,
+        about="CPU, built-in bouncing shapes 8x16x16, cpu-tiny model, 300 steps; PSNR/SSIM on 32 videos",
+    ),
+    "paper": Profile(
+        "paper",
+        {
+            "model.preset": "VDT-L/2", "data.name": "ucf101", "data.size": 256, "data.frames": 16,
+            "data.autoencoder": "sd-vae", "data.num_workers": 8,
+            "train.steps": 400_000, "train.batch_size": 64, "train.lr": 1e-4, "train.warmup": 1000,
+            "train.ema_decay": 0.9999, "train.log_every": 100, "train.ckpt_every": 5000,
+            "eval.num_videos": 2048, "eval.batch_size": 64, "eval.sample_steps": 100,
+        },
+        seeds=(0,), time_min=24 * 60, needs=("data.root",),
+        about="GPUs, VDT-L/2 on UCF-101 256 px (SD-VAE latents), 400k steps at batch 64; FVD on 2048 videos",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A base config, named variants (override dicts) and the tasks they are evaluated on."""
+
+    name: str
+    about: str
+    variants: dict  # variant name -> {dotted.key: value}
+    tasks: tuple
+    base: dict = field(default_factory=dict)
+    profile_base: dict = field(default_factory=dict)  # profile name -> extra base overrides
+    profile_variants: dict = field(default_factory=dict)  # profile name -> variants replacing ``variants``
+
+    def variants_for(self, profile: str) -> dict:
+        return self.profile_variants.get(profile, self.variants)
+
+
+PREDICT_ONLY = {"masks.mixture": "predict:1"}  # the one task every conditioning mode can do
+
+SWEEPS = {
+    "conditioning": Sweep(
+        "conditioning",
+        "how the given frames enter the model, on video prediction (same frames, same masks, same task)",
+        variants={m: {"model.conditioning": m} for m in ("token_concat", "cross_attn", "adaln")},
+        tasks=("predict",),
+        base=PREDICT_ONLY,
+    ),
+    "mask_ratio": Sweep(
+        "mask_ratio",
+        "share of the video generated during training (MAE-style), on the official mask mixture",
+        variants={f"ratio_{r}": {"masks.mask_ratio": r} for r in (0.25, 0.5, 0.75)},
+        tasks=("predict", "interpolate", "spatial_temporal"),
+        base={"masks.mixture": "official"},
+    ),
+    "depth": Sweep(
+        "depth",
+        "number of transformer blocks at a fixed width",
+        variants={f"depth_{d}": {"model.depth": d} for d in (2, 4, 8)},
+        tasks=("predict", "interpolate"),
+        base={"masks.mixture": "official"},
+        profile_variants={"paper": {f"depth_{d}": {"model.depth": d} for d in (12, 28)}},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its variant, seed, the overrides that made it, and the config."""
+
+    sweep: str
+    profile: str
+    variant: str
+    seed: int
+    overrides: dict  # every override applied, in order (later wins)
+    cfg: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.run_id()
+
+    def run_info(self) -> dict:
+        """run.json."""
+        return {"sweep": self.sweep, "variant": self.variant, "seed": self.seed, "overrides": self.overrides,
+                "run_id": self.run_id, "profile": self.profile}
+
+
+def parse_sets(items) -> dict:
+    """['a.b=1', 'c.d=x'] -> {'a.b': '1', 'c.d': 'x'}. Raises ConfigError naming an unknown key or a value
+    of the wrong type; values that clash with other fields are caught when the runs are built."""
+    out, sections = {}, {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    for item in items:
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not key:
+            raise ConfigError(f"{item}: an override is key=value, for example train.steps=100")
+        section, _, name = key.partition(".")
+        if section not in sections:
+            raise ConfigError(f"{key}: unknown section {section!r}; choose from {list(sections)}")
+        types = typing.get_type_hints(sections[section])
+        if name not in types:
+            raise ConfigError(f"{key}: unknown field; {section} has {list(types)}")
+        coerce(key, value, types[name])
+        out[key] = value
+    return out
+
+
+def expand(sweep: str, profile: str = "tiny", sets: dict | None = None, seeds=None, variants=None) -> list:
+    """Every run of ``sweep`` under ``profile`` (only ``variants`` if given), with the user's ``sets`` last."""
+    if sweep not in SWEEPS:
+        raise ConfigError(f"--sweep: unknown sweep {sweep!r}; choose from {sorted(SWEEPS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile: unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    sw, prof, sets = SWEEPS[sweep], PROFILES[profile], dict(sets or {})
+    for key in prof.needs:
+        if key not in sets:
+            raise ConfigError(f"{key}: profile {profile!r} needs it; add --set {key}=...")
+    base = {**prof.overrides, **sw.base, **sw.profile_base.get(profile, {}), "eval.tasks": ",".join(sw.tasks)}
+    chosen = sw.variants_for(profile)
+    unknown = sorted(set(variants or ()) - set(chosen))
+    if unknown:
+        raise ConfigError(f"--variants: {sweep} has no variant {unknown} under profile {profile!r}; "
+                          f"choose from {list(chosen)}")
+    specs, seen = [], {}
+    for variant, vo in chosen.items():
+        if variants and variant not in variants:
+            continue
+        for seed in seeds if seeds is not None else prof.seeds:
+            overrides = {**base, **vo, "train.seed": int(seed), **sets}
+            cfg = RunConfig().with_overrides(overrides)
+            spec = RunSpec(sweep, profile, variant, int(seed), overrides, cfg)
+            if spec.run_id in seen:
+                raise ConfigError(f"variants {seen[spec.run_id]} and {variant}/seed {seed} have the same config "
+                                  f"(a --set overrides what the sweep varies: {sorted(vo)})")
+            seen[spec.run_id] = f"{variant}/seed {seed}"
+            specs.append(spec)
+    return specs
+
+
+def describe() -> str:
+    """The text of ``--list``: profiles, sweeps, their variants and tasks."""
+    lines = ["Profiles:"]
+    lines += [f"  {p.name:<8} {p.about}" + (f" (needs --set {', '.join(p.needs)})" if p.needs else "")
+              for p in PROFILES.values()]
+    lines.append("\nSweeps:")
+    for sw in SWEEPS.values():
+        lines.append(f"  {sw.name}: {sw.about}")
+        lines.append(f"    tasks: {', '.join(sw.tasks)}" + (f"; base: {_fmt(sw.base)}" if sw.base else ""))
+        for prof in PROFILES:
+            variants = sw.variants_for(prof)
+            if prof != "tiny" and variants is sw.variants:
+                continue
+            label = "variants" if prof == "tiny" and not sw.profile_variants else f"variants ({prof})"
+            lines.append(f"    {label}:")
+            lines += [f"      {name:<14} {_fmt(vo)}" for name, vo in variants.items()]
+    return "\n".join(lines)
+
+
+def _fmt(overrides: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in overrides.items())

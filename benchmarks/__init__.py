@@ -1,0 +1,1 @@
+"""Speed, memory and scaling benchmarks (pytest-benchmark). Run ``python benchmarks/run.py [--quick]``."""

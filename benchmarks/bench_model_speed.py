@@ -1,0 +1,121 @@
+"""Training-step speed of our VDT against the official architecture, side by side on the CPU.
+
+    python benchmarks/bench_model_speed.py [--threads 2] [--steps 5]
+
+One step is a full AdamW update: forward, MSE loss, backward, optimizer step. Both models get the same
+config (the issue's: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
+tokens), the same inputs, and alternate step by step, so background load hits both alike. Prints the
+median step times, the speed-up and the MFU against a measured fp32 matmul peak.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vdt.config import ModelConfig
+from vdt.model import VDT, count_flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the official re-implementation
+from official_reference import OfficialVDT  # noqa: E402
+
+ISSUE_CONFIG = dict(preset="cpu-small", depth=4, hidden=128, heads=4, patch=2, frames=16, size=32, channels=3)
+
+
+def official_like(cfg: ModelConfig) -> OfficialVDT:
+    """The official architecture at the same size (num_classes=1, called with y=0 as its sampler does)."""
+    return OfficialVDT(input_size=cfg.size, patch_size=cfg.patch, in_channels=cfg.channels, hidden_size=cfg.hidden,
+                       depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, num_classes=1,
+                       learn_sigma=cfg.learn_sigma, num_frames=cfg.frames)
+
+
+def train_step(model, x, t, *args):
+    """A closure doing one AdamW step of model(x, t, *args) towards a fixed random target."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    target = None
+
+    def step():
+        nonlocal target
+        out = model(x, t, *args)  # (B, T, C_out, H, W)
+        if target is None:
+            target = torch.randn_like(out)
+        loss = F.mse_loss(out, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def timed(step) -> float:
+    """Seconds of one call, synchronising CUDA if it is in use."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_train_step(model, x, t, steps=5, warmup=1, *args) -> list:
+    """Seconds of each of `steps` AdamW steps, after `warmup` untimed ones."""
+    step = train_step(model, x, t, *args)
+    for _ in range(warmup):
+        step()
+    return [timed(step) for _ in range(steps)]
+
+
+def time_side_by_side(steps_by_name: dict, steps=5, warmup=1) -> dict:
+    """{name: step closure} -> {name: [seconds]}, the closures alternating so drifting load hits all alike."""
+    for step in steps_by_name.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps_by_name}
+    for _ in range(steps):
+        for name, step in steps_by_name.items():
+            times[name].append(timed(step))
+    return times
+
+
+def matmul_peak(n=2048, repeats=5) -> float:
+    """Best fp32 FLOP/s of an n x n matmul on the current thread setting."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return max(2 * n**3 / timed(lambda: a @ b) for _ in range(repeats))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's machine: 2)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model, after one warm-up step")
+    parser.add_argument("--batch", type=int, default=8, help="videos per step")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = ModelConfig(**ISSUE_CONFIG)
+    x = torch.randn(args.batch, cfg.frames, cfg.channels, cfg.size, cfg.size)
+    t = torch.randint(0, 1000, (args.batch,))
+    ours, official = VDT(cfg), official_like(cfg)
+    y = torch.zeros(args.batch, dtype=torch.long)
+    times = time_side_by_side({"ours": train_step(ours, x, t), "official": train_step(official, x, t, y)},
+                              steps=args.steps)
+    peak = matmul_peak()
+    flops = count_flops(cfg, args.batch)
+    tokens = args.batch * cfg.frames * (cfg.size // cfg.patch) ** 2
+    print(f"device cpu, threads {torch.get_num_threads()}, fp32, batch {args.batch} ({tokens} tokens), "
+          f"depth {cfg.depth}, hidden {cfg.hidden}, heads {cfg.heads}; {flops / 1e9:.1f} GFLOP per step")
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({2048}x{2048} fp32)")
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    for name, ts in times.items():
+        print(f"{name:9s} median {med[name]:.3f} s  min {min(ts):.3f} s  MFU {flops / med[name] / peak:.1%}  "
+              f"steps {[round(s, 3) for s in ts]}")
+    print(f"speed-up {med['official'] / med['ours']:.2f}x (median), {min(times['official']) / min(times['ours']):.2f}x (min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""A markdown summary of one pytest-benchmark JSON: one row per benchmark, the ours-vs-official speed-up, scaling.
+
+    python benchmarks/summary.py results/bench/<machine-id>/<platform>/0001_*.json [--command "..."]
+
+Throughput is ``extra_info["items"]`` (tokens, frames, clips, videos, ...) over the median seconds per round. Memory
+is the training step's: peak RSS of a fresh process and the step's share of it on the CPU (peak minus the RSS once the
+model, optimiser and batch exist), max allocated on CUDA. MFU: see ``FLOPS_NOTE``.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.scaling_plot import exponents
+
+OFFICIAL_GROUP = "train step: ours vs official design"
+TARGET_SPEEDUP = 1.2
+FLOPS_NOTE = ("MFU = model FLOPs per training step (`vdt.model.count_flops(cfg.model, batch)`: forward + backward, "
+              "backward = 2x forward) / median step time / the matmul peak measured in the same session (best of "
+              "square fp32 matmuls, n = 1024 and 2048, on the CPU; bf16 n = 8192 on CUDA; 2n^3 FLOPs each).")
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} µs"
+
+
+def fmt_number(v: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def case_name(b: dict) -> str:
+    """The parameter id of a parametrised benchmark (``test_x[id]``), or the test name without its test_ prefix."""
+    name = b["name"]
+    return name[name.index("[") + 1:-1] if name.endswith("]") else name.removeprefix("test_")
+
+
+def memory_cell(info: dict) -> str:
+    if "step_mem_mb" not in info:
+        return ""
+    peak = info.get("peak_rss_mb", info.get("peak_mem_mb"))
+    kind = "RSS" if "peak_rss_mb" in info else "alloc"
+    return f"{peak:,.0f} MiB {kind} (step +{info['step_mem_mb']:,.0f})"
+
+
+def row(b: dict) -> str:
+    info, med = b.get("extra_info", {}), b["stats"]["median"]
+    through = f"{fmt_number(info['items'] / med)} {info['unit']}/s" if "items" in info else ""
+    mfu = f"{100 * info['mfu']:.1f}%" if "mfu" in info else ""
+    note = info.get("note", "")
+    if "flops_per_s" in info and "mfu" in info:
+        note = f"{fmt_number(info['flops_per_s'])}FLOP/s" + (f"; {note}" if note else "")
+    return (f"| {b['group'] or ''} | {case_name(b)} | {fmt_seconds(med)} ({b['stats']['rounds']}) | {through} | "
+            f"{memory_cell(info)} | {mfu} | {note} |")
+
+
+def official_row(b: dict) -> str:
+    """The official design's interleaved timing, recorded in the extra_info of the comparison benchmark."""
+    info = b["extra_info"]
+    mem = memory_cell({k.removeprefix("official_"): v for k, v in info.items() if k.startswith("official_")})
+    return (f"| {b['group']} | official design (interleaved) | {fmt_seconds(info['official_median_s'])} "
+            f"({len(info['official_s'])}) | {fmt_number(info['official_tokens_per_s'])} tokens/s | {mem} | "
+            f"{100 * info['official_mfu']:.1f}% | {fmt_number(info['official_flops_per_s'])}FLOP/s |")
+
+
+def speedup(data: dict) -> dict | None:
+    """The comparison benchmark's medians (ours timed by pytest-benchmark, official interleaved) and their ratio."""
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if b["group"] == OFFICIAL_GROUP and "speedup" in info:
+            return {"official_s": info["official_median_s"], "ours_s": b["stats"]["median"], "speedup": info["speedup"],
+                    "official_mfu": info["official_mfu"], "ours_mfu": info["mfu"], "rounds": b["stats"]["rounds"]}
+    return None
+
+
+def first_info(data: dict) -> dict:
+    return next((b["extra_info"] for b in data["benchmarks"] if "torch" in b.get("extra_info", {})), {})
+
+
+def summary_markdown(data: dict, command: str = "python benchmarks/run.py") -> str:
+    info, lines = first_info(data), []
+    peak = info.get("matmul_peak_flops_per_s")
+    lines.append(f"Machine: {info.get('device', '?')}; torch {info.get('torch', '?')}, {info.get('threads', '?')} "
+                 f"threads, {info.get('dtype', '?')}; date {data.get('datetime', '?')[:19]}; command `{command}`.")
+    if peak:
+        lines.append(f"Matmul peak (same session): {fmt_number(peak)}FLOP/s.")
+    lines.append("")
+    lines.append("| group | case | median (rounds) | throughput | memory | MFU | notes |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for b in data["benchmarks"]:
+        lines.append(row(b))
+        if "official_median_s" in b.get("extra_info", {}):
+            lines.append(official_row(b))
+    lines.append("")
+    sp = speedup(data)
+    if sp:
+        verdict = "meets" if sp["speedup"] >= TARGET_SPEEDUP else "misses"
+        lines.append(f"Ours vs the official design (depth 4, hidden 128, 4 heads, 16 frames of 32x32x3, patch 2, "
+                     f"batch 8 = 32,768 tokens; one AdamW step; same run, the two alternating step by step, median of "
+                     f"{sp['rounds']} each): official {fmt_seconds(sp['official_s'])} "
+                     f"(MFU {100 * sp['official_mfu']:.0f}%), "
+                     f"ours {fmt_seconds(sp['ours_s'])} (MFU {100 * sp['ours_mfu']:.0f}%), speed-up "
+                     f"**{sp['speedup']:.2f}x** ({verdict} the {TARGET_SPEEDUP}x target).")
+    fits = exponents(data)
+    if fits.get("time_T") is not None:
+        parts = [f"step time ∝ T^{fits['time_T']:.2f}"]
+        if fits.get("mem_T") is not None:
+            parts.append(f"step memory ∝ T^{fits['mem_T']:.2f}")
+        if fits.get("time_side") is not None:
+            parts.append(f"step time ∝ N^{fits['time_side']:.2f} in spatial tokens N at T = 16")
+        lines.append("Scaling (cpu-small, batch 2; log-log least squares): " + ", ".join(parts) + ". See scaling.png.")
+    lines.append("")
+    lines.append(FLOPS_NOTE)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("json", type=Path, help="a pytest-benchmark JSON file")
+    p.add_argument("--command", default="python benchmarks/run.py", help="the command that produced it")
+    args = p.parse_args(argv)
+    print(summary_markdown(json.loads(args.json.read_text()), args.command), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Metric throughput: PSNR, SSIM and LPIPS frames/s, I3D clips/s, the 400-d Frechet distance, streaming statistics.
+
+Networks are randomly initialised (nothing is downloaded): their speed is that of the real weights, their values are
+meaningless, and extra_info says so. Metrics run in fp32 on every device, as the evaluator runs them.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from benchmarks.machine import median_s, record, sync
+from metrics import FeatureStats, FVDProtocol, InceptionI3d, frechet_distance, lpips_distance, psnr, ssim
+from metrics.weights import ALEXNET_FILENAME
+
+SIDE = 64  # frame metrics on 64x64 RGB frames
+FRAMES = 128
+LPIPS_FRAMES = 32
+FEATURES = 400
+RANDOM = "random-init weights: throughput only"
+
+
+def frame_pair(dev, n, side=SIDE):
+    """Two (n, 3, side, side) batches in [0, 1]: frames and a noisy copy."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, side, side, generator=g)
+    y = (x + 0.1 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
+    return x.to(dev), y.to(dev)
+
+
+def bench_frames(benchmark, dev, fn, n, rounds, **info):
+    x, y = frame_pair(dev, n)
+
+    def run():
+        out = fn(x, y)
+        sync(dev)
+        return out
+
+    out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    if out.shape != (n,):
+        raise AssertionError(f"{fn.__name__} returned {tuple(out.shape)}, expected ({n},)")
+    record(benchmark, dev, n, dtype="fp32", frames=n, resolution=f"{SIDE}x{SIDE}", items=n, unit="frames",
+           frames_per_s=n / median_s(benchmark), **info)
+
+
+@pytest.fixture(scope="session")
+def alexnet_home(tmp_path_factory):
+    """TORCH_HOME pointing at a random-init AlexNet saved under the real file name, for the session."""
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), home / "hub" / "checkpoints" / ALEXNET_FILENAME)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        yield home
+
+
+@pytest.mark.quick
+@pytest.mark.benchmark(group="metrics")
+def test_psnr(benchmark, dev):
+    bench_frames(benchmark, dev, psnr, FRAMES, rounds=10)
+
+
+@pytest.mark.quick
+@pytest.mark.benchmark(group="metrics")
+def test_ssim(benchmark, dev):
+    bench_frames(benchmark, dev, ssim, FRAMES, rounds=5)
+
+
+@pytest.mark.benchmark(group="metrics")
+def test_lpips(benchmark, dev, alexnet_home):
+    bench_frames(benchmark, dev, lpips_distance, LPIPS_FRAMES, rounds=5, weights=RANDOM, note=RANDOM)
+
+
+@pytest.mark.benchmark(group="metrics")
+def test_i3d_features(benchmark, dev):
+    """One I3D forward on (B, 3, 16, 224, 224) clips, the FVD detector's cost per clip."""
+    batch, rounds = (16, 5) if dev.type == "cuda" else (2, 2)
+    torch.manual_seed(0)
+    model = InceptionI3d().eval().requires_grad_(False).to(dev)
+    clips = torch.rand(batch, 3, 16, 224, 224, device=dev) * 2 - 1
+
+    def run():
+        with torch.no_grad():
+            out = model(clips)
+        sync(dev)
+        return out
+
+    out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    if out.shape != (batch, 400):
+        raise AssertionError(f"I3D returned {tuple(out.shape)}, expected ({batch}, 400)")
+    record(benchmark, dev, batch, dtype="fp32", clip="16x224x224", items=batch, unit="clips",
+           clips_per_s=batch / median_s(benchmark), weights=RANDOM, note=RANDOM)
+
+
+def gaussian_stats(n, d, seed):
+    """Mean (d,) and unbiased covariance (d, d) of n random correlated features."""
+    rng = np.random.default_rng(seed)
+    f = rng.standard_normal((n, d)) @ (np.eye(d) + 0.1 * rng.standard_normal((d, d)))
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+@pytest.mark.quick
+@pytest.mark.benchmark(group="metrics")
+def test_frechet_distance_400d(benchmark):
+    (mu1, s1), (mu2, s2) = gaussian_stats(1024, FEATURES, 0), gaussian_stats(1024, FEATURES, 1)
+    value = benchmark.pedantic(frechet_distance, args=(mu1, s1, mu2, s2), rounds=2, warmup_rounds=1, iterations=1)
+    if not np.isfinite(value) or value <= 0:
+        raise AssertionError(f"Frechet distance of two different Gaussians is {value}")
+    record(benchmark, torch.device("cpu"), dtype="float64", dim=FEATURES, items=1, unit="calls",
+           note="scipy.linalg.sqrtm, float64")
+
+
+@pytest.mark.quick
+@pytest.mark.benchmark(group="metrics")
+def test_streaming_stats_update(benchmark):
+    """FeatureStats.update: float64 running sum and sum of outer products, one batch of 256 x 400 features."""
+    batch = 256
+    features = torch.randn(batch, FEATURES, generator=torch.Generator().manual_seed(0))
+    stats = FeatureStats(FVDProtocol(weights_sha256="benchmark"))
+    benchmark.pedantic(stats.update, args=(features,), rounds=20, warmup_rounds=1, iterations=1)
+    if stats.n != batch * 21:
+        raise AssertionError(f"FeatureStats counted {stats.n} features, expected {batch * 21}")
+    record(benchmark, torch.device("cpu"), batch, dtype="float64", dim=FEATURES, items=batch, unit="features",
+           features_per_s=batch / median_s(benchmark))

@@ -1,0 +1,308 @@
+"""Fréchet Video Distance under the StyleGAN-V protocol, with its protocol recorded.
+
+Protocol (shared/reference/metrics-protocol.md, section 6):
+    video (B, T, C, H, W), uint8 or float in [0, 1] (rounded to uint8 levels, not truncated)
+    -> bilinear squash to 224x224 (align_corners=False, no antialias, no crop)
+    -> 2x/255 - 1, i.e. [-1, 1]
+    -> TF-Hub I3D, 400 logits averaged over time = the features
+    -> float64 mean and unbiased (n-1) covariance, streamed through `FeatureStats`
+    -> FD = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), scipy sqrtm, real part.
+
+Comparability. Two statistics are compared only if their `FVDProtocol`s are equal:
+frames, resolution, resize, scaling, features, covariance, weights SHA-256 and
+implementation version. The number of videos N is recorded per side on the result but
+not enforced, because real and generated sets legitimately differ in size; FD is biased
+by N, so report values at equal N. How real clips were chosen (split, stride, seed, ...)
+is the `source` of the real statistics: it is part of the real-statistics cache key and a
+cached file whose source differs from the request is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from metrics.weights import sha256_file
+
+IMPL_VERSION = "vdt-bench-fvd/1"
+
+
+# ----------------------------------------------------------------------------
+# Protocol and result records
+# ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FVDProtocol:
+    """Everything that must match for two FVD statistics to be comparable."""
+
+    weights_sha256: str
+    num_frames: int = 16
+    resolution: int = 224
+    resize: str = "bilinear squash, align_corners=False, no antialias, no crop"
+    scaling: str = "uint8 (floats rounded), 2x/255-1"
+    features: str = "i3d logits 400, time mean"
+    covariance: str = "float64, unbiased n-1"
+    impl_version: str = IMPL_VERSION
+
+    def __post_init__(self):
+        if self.num_frames < 9:
+            raise ValueError(f"FVDProtocol.num_frames must be >= 9 for I3D; got {self.num_frames}")
+        if self.resolution <= 0:
+            raise ValueError(f"FVDProtocol.resolution must be positive; got {self.resolution}")
+
+    @classmethod
+    def for_weights(cls, weights_path: str | os.PathLike, **kwargs) -> FVDProtocol:
+        """The default protocol for the detector weights in `weights_path`."""
+        return cls(weights_sha256=sha256_file(weights_path), **kwargs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_same_protocol(a: FVDProtocol, b: FVDProtocol, what: str = "statistics") -> None:
+    """Raise ValueError naming every field where two protocols differ."""
+    diffs = [
+        f"{f.name}: {getattr(a, f.name)!r} != {getattr(b, f.name)!r}"
+        for f in dataclasses.fields(FVDProtocol)
+        if getattr(a, f.name) != getattr(b, f.name)
+    ]
+    if diffs:
+        raise ValueError(f"Refusing to compare {what} made under different protocols: " + "; ".join(diffs))
+
+
+@dataclasses.dataclass(frozen=True)
+class FVDResult:
+    """An FVD value with the protocol that produced it (lower is better)."""
+
+    value: float
+    n_real: int
+    n_fake: int
+    protocol: FVDProtocol
+    real_clips: Mapping  # how real clips were chosen, e.g. {"split": "test", "stride": 1, "seed": 0}
+
+    def to_dict(self) -> dict:
+        return {
+            "fvd": self.value,
+            "n_real": self.n_real,
+            "n_fake": self.n_fake,
+            "real_clips": dict(self.real_clips),
+            **self.protocol.to_dict(),
+        }
+
+
+# ----------------------------------------------------------------------------
+# Fréchet distance and streaming statistics
+# ----------------------------------------------------------------------------
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    FD = |mu1 - mu2|^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 @ sigma2)).
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)  # (D,)
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)  # (D, D)
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
+        raise ValueError(
+            f"frechet_distance expects mu (D,) and sigma (D, D) for both sides; got "
+            f"{mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}"
+        )
+    # sqrtm of a product of PSD matrices has real eigenvalues; the imaginary part is
+    # round-off, so keep the real part (StyleGAN-V, MCVD). No `disp=`: gone in SciPy 1.18.
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real  # (D, D)
+    if not np.isfinite(covmean).all():
+        raise ValueError("sqrtm(sigma1 @ sigma2) is not finite; check the features for NaN/Inf")
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+class FeatureStats:
+    """Running float64 sums of features, so thousands of videos never sit in memory.
+
+    `source` says where the features came from (for real data: dataset, split, stride,
+    seed...). It is saved with the sums and compared when a cached file is reused.
+    """
+
+    def __init__(self, protocol: FVDProtocol, source: Mapping | None = None):
+        self.protocol = protocol
+        self.source = dict(source or {})
+        self.n = 0
+        self.sum: np.ndarray | None = None  # (D,)
+        self.sum_outer: np.ndarray | None = None  # (D, D)
+
+    def update(self, features: torch.Tensor | np.ndarray) -> None:
+        """Add a batch of features (B, D)."""
+        if isinstance(features, torch.Tensor):
+            features = features.detach().to("cpu", torch.float64).numpy()
+        f = np.asarray(features, np.float64)  # (B, D)
+        if f.ndim != 2 or (self.sum is not None and f.shape[1] != self.sum.shape[0]):
+            dim = "D" if self.sum is None else self.sum.shape[0]
+            raise ValueError(f"FeatureStats.update expects (B, {dim}) features; got {f.shape}")
+        if self.sum is None:
+            self.sum = np.zeros(f.shape[1])
+            self.sum_outer = np.zeros((f.shape[1], f.shape[1]))
+        self.n += f.shape[0]
+        self.sum += f.sum(0)
+        self.sum_outer += f.T @ f
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(D,) float64 mean."""
+        if self.n < 1:
+            raise ValueError("FeatureStats is empty")
+        return self.sum / self.n
+
+    @property
+    def cov(self) -> np.ndarray:
+        """(D, D) float64 unbiased covariance, (S2 - n mu mu^T) / (n - 1)."""
+        if self.n < 2:
+            raise ValueError(f"FeatureStats needs at least 2 samples for a covariance; has {self.n}")
+        mu = self.mean
+        return (self.sum_outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the sums and their protocol to a .npz, atomically (safe for parallel jobs)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"protocol": self.protocol.to_dict(), "source": self.source}, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, n=self.n, sum=self.sum, sum_outer=self.sum_outer, meta=np.array(meta))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FeatureStats:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            stats = cls(FVDProtocol(**meta["protocol"]), meta["source"])
+            stats.n = int(z["n"])
+            stats.sum, stats.sum_outer = z["sum"], z["sum_outer"]
+        return stats
+
+
+def fvd(real: FeatureStats, fake: FeatureStats) -> FVDResult:
+    """FVD between real and generated statistics; refuses mismatched protocols."""
+    check_same_protocol(real.protocol, fake.protocol, "real and fake statistics")
+    value = frechet_distance(real.mean, real.cov, fake.mean, fake.cov)
+    return FVDResult(value, real.n, fake.n, real.protocol, real.source)
+
+
+# ----------------------------------------------------------------------------
+# Videos -> I3D features
+# ----------------------------------------------------------------------------
+
+def preprocess_videos(videos: torch.Tensor, protocol: FVDProtocol) -> torch.Tensor:
+    """(B, T, C, H, W) uint8 or float [0, 1] -> (B, 3, T, R, R) float32 in [-1, 1]."""
+    B, T, C, H, W = check_videos(videos, protocol)
+    if videos.dtype == torch.uint8:
+        x = videos.float()
+    else:  # generated frames: clamp overshoot, then round to the nearest uint8 level
+        x = videos.float().clamp(0, 1).mul(255).round()
+    x = rearrange(x, "b t c h w -> (b t) c h w")
+    x = F.interpolate(
+        x, size=(protocol.resolution,) * 2, mode="bilinear", align_corners=False, antialias=False
+    )  # (B*T, C, R, R)
+    x = x.expand(-1, 3, -1, -1) if C == 1 else x  # greyscale -> RGB
+    x = x * (2 / 255) - 1
+    return rearrange(x, "(b t) c h w -> b c t h w", b=B)  # (B, 3, T, R, R)
+
+
+def check_videos(videos: torch.Tensor, protocol: FVDProtocol) -> tuple[int, int, int, int, int]:
+    """Raise ValueError unless videos are (B, T=num_frames, C in {1, 3}, H, W); return the shape."""
+    if videos.ndim != 5 or videos.shape[2] not in (1, 3):
+        raise ValueError(f"expected videos (B, T, C=1|3, H, W); got {tuple(videos.shape)}")
+    if videos.shape[1] != protocol.num_frames:
+        raise ValueError(
+            f"the FVD protocol uses {protocol.num_frames} frames; got T={videos.shape[1]} "
+            f"(choose the clip before calling)"
+        )
+    if videos.dtype != torch.uint8 and not videos.is_floating_point():
+        raise ValueError(f"expected uint8 or float videos; got {videos.dtype}")
+    return tuple(videos.shape)
+
+
+@torch.no_grad()
+def video_features(
+    videos: torch.Tensor, detector: Callable, protocol: FVDProtocol, batch_size: int = 16
+) -> torch.Tensor:
+    """Videos (B, T, C, H, W) -> detector features (B, D), float32 on the CPU.
+
+    The detector's device (its first parameter's) is used; batches move there one at a time.
+    """
+    check_videos(videos, protocol)
+    device = _device_of(detector, default=videos.device)
+    out = []
+    for start in range(0, videos.shape[0], batch_size):
+        batch = videos[start : start + batch_size].to(device)  # (b, T, C, H, W)
+        out.append(detector(preprocess_videos(batch, protocol)).float().cpu())  # (b, D)
+    return torch.cat(out)
+
+
+def _device_of(detector: Callable, default: torch.device) -> torch.device:
+    """The device of the detector's first parameter; `default` for parameter-free callables."""
+    if isinstance(detector, torch.nn.Module):
+        for p in detector.parameters():
+            return p.device
+    return default
+
+
+def update_stats(
+    stats: FeatureStats, videos: torch.Tensor, detector: Callable, batch_size: int = 16
+) -> None:
+    """Add a batch of videos (B, T, C, H, W) to `stats`, under `stats.protocol`."""
+    stats.update(video_features(videos, detector, stats.protocol, batch_size))
+
+
+# ----------------------------------------------------------------------------
+# Real-data statistics cache
+# ----------------------------------------------------------------------------
+
+def real_stats_path(cache_dir: str | os.PathLike, dataset: str, protocol: FVDProtocol, real_clips: Mapping) -> Path:
+    """Cache file for one (dataset, protocol, real-clip selection): `<dataset>-<hash>.npz`."""
+    key = json.dumps(
+        {"dataset": dataset, "protocol": protocol.to_dict(), "real_clips": dict(real_clips)},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', dataset)}-{digest}.npz"
+
+
+def cached_real_stats(
+    cache_dir: str | os.PathLike,
+    dataset: str,
+    protocol: FVDProtocol,
+    real_clips: Mapping,
+    videos: Callable[[], Iterable[torch.Tensor]],
+    detector: Callable,
+    batch_size: int = 16,
+) -> FeatureStats:
+    """Real-data statistics, computed once per (dataset, protocol, real_clips) and cached.
+
+    `videos()` yields batches (B, T, C, H, W) of real clips; it is only called on a cache
+    miss. `real_clips` says how those clips were chosen (split, stride, seed, ...).
+    """
+    source = {"dataset": dataset, **dict(real_clips)}
+    path = real_stats_path(cache_dir, dataset, protocol, real_clips)
+    if path.is_file():
+        stats = FeatureStats.load(path)
+        check_same_protocol(stats.protocol, protocol, f"cached real statistics {path}")
+        if stats.source != json.loads(json.dumps(source)):
+            raise ValueError(f"cached real statistics {path} were made from {stats.source}, not {source}")
+        return stats
+    stats = FeatureStats(protocol, source)
+    for batch in videos():
+        update_stats(stats, batch, detector, batch_size)
+    stats.save(path)
+    return stats

@@ -1,0 +1,39 @@
+"""nox sessions for vdt-bench. They run in the environment where vdt-bench is installed
+(``pip install -e '.[dev]'``, as the README says): torch is several GB, and a fresh virtualenv per
+session would copy it every time. ``nox -l`` lists the sessions."""
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session):
+    """The test suite (CPU, about 10 minutes on 2 cores); SLURM tests skip unless the cluster is up."""
+    session.run("pytest", "-m", "not slurm", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    """ruff over the whole tree."""
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session):
+    """Speed and memory benchmarks (pytest-benchmark); results go to results/bench/<machine-id>/.
+    Pass --quick for the CI smoke subset, --benchmark-compare to compare with the last saved run."""
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
+def slurm(session):
+    """Bring up a one-node SLURM cluster (root, apt), run the tests marked slurm, take it down."""
+    session.run("bash", "scripts/slurm_up.sh", external=True)
+    try:
+        session.run("pytest", "-m", "slurm", *session.posargs, env={"VDT_SLURM": "1", **os.environ})
+    finally:
+        session.run("bash", "scripts/slurm_down.sh", external=True)

@@ -1,0 +1,157 @@
+"""SD-VAE wrapper and the latent cache.
+
+The VAE here is a tiny, randomly initialised diffusers ``AutoencoderKL`` (4 blocks of 8
+channels: the SD VAE's 8x downsampling and 4 latent channels), saved with ``save_pretrained``:
+the real file format with meaningless weights. Shapes, caching and resuming are what is tested.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from test_data_real import make_ucf, write_video
+
+from vdt.autoencoder import VAE, VAEWeightsMissingError, load_vae
+from vdt.config import DataConfig
+from vdt.data import build_dataset
+from vdt.data.latents import CHUNK, clip_plan
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    model = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                          up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                          latent_channels=4, sample_size=32)
+    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts VAE.encode calls; set calls.fail_at = n to raise on the n-th call (a killed build)."""
+    log = type("Calls", (), {"n": 0, "fail_at": None, "delay": 0.0})()
+    real = VAE.encode
+
+    def counted(self, video):
+        log.n += 1
+        if log.n == log.fail_at:
+            raise RuntimeError("killed")
+        time.sleep(log.delay)
+        return real(self, video)
+
+    monkeypatch.setattr(VAE, "encode", counted)
+    return log
+
+
+def bouncing(vae_dir, tmp_path, **kw):
+    return DataConfig(**{"frames": 4, "size": 32, "length": 20, "autoencoder": "sd-vae", "vae_path": str(vae_dir),
+                         "latent_cache": str(tmp_path / "latents"), **kw})
+
+
+def test_encode_decode_shapes_and_hash(vae_dir):
+    vae = load_vae(vae_dir)
+    video = torch.rand(2, 3, 3, 32, 64) * 2 - 1
+    z = vae.encode(video)
+    assert z.shape == (2, 3, 4, 4, 8) and vae.factor == 8 and vae.scaling == 0.18215
+    out = vae.decode(z)
+    assert out.shape == video.shape and out.abs().max() <= 1.0
+    assert torch.allclose(vae.encode(video[:1, :2]), z[:1, :2], atol=1e-5)  # frames are independent
+    assert len(vae.sha256) == 64 and load_vae(vae_dir).sha256 == vae.sha256
+    single = load_vae(vae_dir / "diffusion_pytorch_model.safetensors")  # a single file, config beside it
+    assert torch.allclose(single.encode(video), z, atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.encode(torch.zeros(1, 2, 3, 20, 32))
+
+
+def test_missing_weights_say_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("VDT_SD_VAE", raising=False)
+    with pytest.raises(VAEWeightsMissingError, match="sd-vae-ft-ema") as err:
+        load_vae(tmp_path / "nowhere")
+    assert "data.vae_path" in str(err.value) and str(tmp_path / "nowhere") in str(err.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")  # a folder without weights
+    with pytest.raises(VAEWeightsMissingError):
+        build_dataset(DataConfig(autoencoder="sd-vae", vae_path=str(tmp_path / "half"), length=4), "test")
+
+
+def test_cache_matches_encoder_and_is_reused(vae_dir, tmp_path, calls):
+    cfg = bouncing(vae_dir, tmp_path)
+    ds = build_dataset(cfg, "train")
+    assert len(ds) == 20 and ds[3].shape == (4, 4, 4, 4) and ds[3].dtype == torch.float32
+    assert calls.n == -(-20 // CHUNK)
+    pixels = build_dataset(DataConfig(frames=4, size=32, length=20), "train")
+    expected = load_vae(vae_dir).encode(pixels[3][None])[0]
+    assert torch.allclose(ds[3], expected, atol=2e-3)  # stored as float16
+    calls.n = 0
+    again = build_dataset(cfg, "train")
+    assert calls.n == 0 and torch.equal(again[7], ds[7])  # the second run reads the cache
+    assert again.protocol()["vae_sha256"] == load_vae(vae_dir).sha256
+    loaded = torch.cat(list(torch.utils.data.DataLoader(again, batch_size=10, num_workers=2)))
+    assert torch.equal(loaded, torch.stack([again[i] for i in range(20)]))
+    build_dataset(bouncing(vae_dir, tmp_path, seed=1), "train")
+    assert calls.n > 0  # another clip set is another cache
+
+
+def test_killed_build_resumes(vae_dir, tmp_path, calls):
+    calls.fail_at = 2
+    with pytest.raises(RuntimeError, match="killed"):
+        build_dataset(bouncing(vae_dir, tmp_path), "train")
+    calls.n, calls.fail_at = 0, None
+    resumed = build_dataset(bouncing(vae_dir, tmp_path), "train")
+    assert calls.n == -(-(20 - CHUNK) // CHUNK)  # only the chunks after the first
+    fresh = build_dataset(bouncing(vae_dir, tmp_path / "other"), "train")
+    assert torch.equal(torch.stack(list(resumed)), torch.stack(list(fresh)))
+
+
+def test_second_job_waits_then_reuses(vae_dir, tmp_path, calls):
+    calls.delay = 0.2
+    cfg = bouncing(vae_dir, tmp_path)
+    results = {}
+    first = threading.Thread(target=lambda: results.update(a=build_dataset(cfg, "train")))
+    first.start()
+    while not list((tmp_path / "latents").glob("*/progress.json")):  # the first job holds the lock
+        time.sleep(0.02)
+    n_first = -(-20 // CHUNK)
+    second = build_dataset(cfg, "train")  # blocks on the lock until the first finishes
+    first.join()
+    assert calls.n == n_first
+    assert torch.equal(second[5], results["a"][5])
+
+
+def test_real_videos_k_clips_per_video_and_labels(vae_dir, tmp_path, calls):
+    root = make_ucf(tmp_path / "ucf", frames=24)
+    cfg = DataConfig(name="ucf101", root=str(root), frames=4, size=16, autoencoder="sd-vae", vae_path=str(vae_dir),
+                     latent_cache=str(tmp_path / "latents"), latent_clips=3, class_labels=True)
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert len(train) == 18 and len(test) == 3
+    z, label = train[4]
+    assert z.shape == (4, 4, 2, 2) and label == train.labels[4]
+    assert train.labels.tolist() == [i // 6 for i in range(18)]  # 3 clips x 2 videos per class
+    pixels = build_dataset(cfg.__class__(name="ucf101", root=str(root), frames=4, size=16), "train")
+    starts = [s for i, s in clip_plan(pixels, "train", 3, 0) if i == 0]
+    assert starts == sorted(starts) and len(set(starts)) == 3 and max(starts) <= 24 - 4  # one per stratum
+    assert test.protocol()["offset"] == "centre of the video" and train.protocol()["clips_per_video"] == 3
+
+
+def test_cache_key_follows_the_videos(vae_dir, tmp_path, calls):
+    (tmp_path / "tc" / "test").mkdir(parents=True)
+    for k in range(2):
+        write_video(tmp_path / "tc" / "test" / f"v{k}.mp4", 8)
+    cfg = DataConfig(name="taichi", root=str(tmp_path / "tc"), frames=4, size=16, autoencoder="sd-vae",
+                     vae_path=str(vae_dir), latent_cache=str(tmp_path / "latents"))
+    build_dataset(cfg, "test")
+    n = calls.n
+    write_video(tmp_path / "tc" / "test" / "v2.mp4", 8)
+    assert len(build_dataset(cfg, "test")) == 3 and calls.n > n
+    assert np.all(np.isfinite(build_dataset(cfg, "test")[2].numpy()))

@@ -1,0 +1,246 @@
+"""vdt/diffusion.py: schedules, q_sample, the masked objective, and the DDPM / DDIM samplers."""
+
+import numpy as np
+import pytest
+import torch
+
+from vdt.config import DiffusionConfig
+from vdt.diffusion import GaussianDiffusion, spaced_timesteps
+from vdt.masks import make_mask
+
+B, T, C, H, W = 2, 4, 2, 4, 4
+
+
+def _diffusion(**kw) -> GaussianDiffusion:
+    return GaussianDiffusion(DiffusionConfig(**kw))
+
+
+def _x0(seed=0, shape=(B, T, C, H, W)):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _analytic_model(learn_sigma: bool, v: float = -1.0):
+    """A deterministic, non-trivial eps(x, t); with learned sigma the variance channel is the constant v."""
+    def model_fn(x, t):
+        eps = torch.tanh(1.5 * x) * (0.2 + t.view(-1, 1, 1, 1, 1) / 1000) + 0.05 * torch.sin(3 * x)
+        return torch.cat([eps, torch.full_like(eps, v)], 2) if learn_sigma else eps
+    return model_fn
+
+
+# ---- schedules and q_sample ----------------------------------------------------------------------------------------
+
+def test_linear_schedule_endpoints_and_scaling():
+    d = _diffusion()
+    assert len(d.betas) == 1000
+    assert d.betas[0] == pytest.approx(1e-4) and d.betas[-1] == pytest.approx(0.02)
+    d250 = _diffusion(steps=250)  # IDDPM scaling: both ends times 1000/250
+    assert d250.betas[0] == pytest.approx(4e-4) and d250.betas[-1] == pytest.approx(0.08)
+    assert d.betas.dtype == np.float64
+
+
+def test_cosine_schedule():
+    d = _diffusion(schedule="cosine")
+    ac = d.alphas_cumprod
+    assert ac[0] > 0.999 and ac[-1] < 1e-4
+    assert np.all(np.diff(ac) < 0) and np.all(d.betas <= 0.999) and np.all(d.betas > 0)
+    # abar follows cos^2 closely wherever the 0.999 cap is inactive
+    u = (np.arange(1, 1001) / 1000 + 0.008) / 1.008
+    ref = np.cos(u * np.pi / 2) ** 2 / np.cos(0.008 / 1.008 * np.pi / 2) ** 2
+    np.testing.assert_allclose(ac[:900], ref[:900], rtol=1e-6)
+
+
+def test_q_sample_statistics():
+    d = _diffusion()
+    ac = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # independent reference
+    N = 20000
+    x0 = torch.tensor([-0.9, -0.2, 0.4, 1.0]).view(1, 1, 1, 2, 2).expand(N, 1, 1, 2, 2)
+    for step in (0, 300, 999):
+        t = torch.full((N,), step)
+        xt = d.q_sample(x0, t, torch.randn(N, 1, 1, 2, 2, generator=torch.Generator().manual_seed(step)))
+        mean, var = xt.mean(0), xt.var(0)
+        tol = 5 * np.sqrt((1 - ac[step]) / N)
+        torch.testing.assert_close(mean, np.sqrt(ac[step]) * x0[0], atol=tol, rtol=0)
+        torch.testing.assert_close(var, torch.full_like(var, 1 - ac[step]), atol=0.05 * (1 - ac[step]), rtol=0)
+
+
+# ---- the masked objective --------------------------------------------------------------------------------------------
+
+def _offset_model(noise, offset=0.5, learn_sigma=False):
+    """A model whose eps error is exactly ``offset`` everywhere."""
+    def model_fn(x, t):
+        eps = noise + offset
+        return torch.cat([eps, torch.zeros_like(eps)], 2) if learn_sigma else eps
+    return model_fn
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_masked_loss_is_independent_of_mask_ratio(k):
+    x0, noise, t = _x0(), torch.randn(B, T, C, H, W), torch.tensor([10, 500])
+    mask = make_mask("predict", (T, H, W), k=k)                       # generated share (T - k) / T
+    share = (T - k) / T
+    masked = _diffusion(variance="fixed_small").training_losses(_offset_model(noise), x0, mask, t, noise)
+    torch.testing.assert_close(masked["mse"], torch.full((B,), 0.25))
+    torch.testing.assert_close(masked["loss"], masked["mse"])
+    assert torch.all(masked["vb"] == 0)
+    full = _diffusion(variance="fixed_small", loss_norm="all").training_losses(_offset_model(noise), x0, mask, t, noise)
+    torch.testing.assert_close(full["mse"], torch.full((B,), 0.25 * share))
+
+
+def test_model_input_is_clean_where_given_and_noised_where_generated():
+    d = _diffusion(variance="fixed_small")
+    x0, noise, t = _x0(), torch.randn(B, T, C, H, W), torch.tensor([3, 700])
+    mask = make_mask("spatial_temporal", (T, H, W), generator=torch.Generator().manual_seed(1))
+    seen = {}
+
+    def model_fn(x, t_):
+        seen["x"], seen["t"] = x, t_
+        return torch.zeros_like(x)
+
+    d.training_losses(model_fn, x0, mask, t, noise)
+    m = mask[None, :, None].expand_as(x0).bool()
+    xt = d.q_sample(x0, t, noise)
+    assert torch.equal(seen["x"][~m], x0[~m]) and torch.equal(seen["x"][m], xt[m])
+    assert torch.equal(seen["t"], t)
+
+
+@pytest.mark.parametrize("variance", ["learned_range", "fixed_large"])
+def test_all_zero_mask_gives_zero_loss_without_nan(variance):
+    d = _diffusion(variance=variance)
+    x0 = _x0()
+    mask = torch.ones(B, T, H, W)
+    mask[0] = 0                                                       # sample 0: nothing to generate
+    out_c = 2 * C if d.cfg.learn_sigma else C
+    param = torch.randn(B, T, out_c, H, W, requires_grad=True)
+    losses = d.training_losses(lambda x, t: param * 1.0, x0, mask, torch.tensor([0, 400]))
+    assert losses["loss"][0] == 0 and losses["loss"][1] > 0
+    losses["loss"].sum().backward()
+    assert torch.isfinite(param.grad).all() and torch.all(param.grad[0] == 0)
+
+
+def test_hybrid_vb_is_finite_positive_and_trains_only_the_variance():
+    d = _diffusion()
+    x0, t = _x0(), torch.tensor([0, 250])
+    mask = make_mask("interpolate", (T, H, W), stride=2)
+    out = torch.randn(B, T, 2 * C, H, W, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    losses = d.training_losses(lambda x, t_: out * 1.0, x0, mask, t)
+    assert torch.isfinite(losses["vb"]).all() and torch.all(losses["vb"] > 0)
+    torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
+    losses["vb"].sum().backward()
+    assert torch.all(out.grad[:, :, :C] == 0)                         # stop-gradient on the mean
+    assert out.grad[:, :, C:].abs().sum() > 0
+
+
+def test_vb_vanishes_for_the_true_posterior():
+    """True eps and v = -1 (variance beta~_t) give p = q, so the KL terms are 0; at t = 0 the decoder NLL is > 0."""
+    d = _diffusion()
+    x0, noise, t = _x0(), torch.randn(B, T, C, H, W), torch.tensor([0, 600])
+    out = torch.cat([noise, -torch.ones_like(noise)], 2)
+    losses = d.training_losses(lambda x, t_: out, x0, torch.ones(T, H, W), t, noise)
+    assert losses["vb"][1].abs() < 1e-4 and losses["vb"][0] > 0.1
+    assert losses["mse"].abs().max() < 1e-10
+
+
+def test_official_norm_keeps_vb_unmasked():
+    x0, t = _x0(), torch.tensor([100, 900])
+    out = torch.randn(B, T, 2 * C, H, W)
+    mask = torch.zeros(T, H, W)
+    assert torch.all(_diffusion().training_losses(lambda x, t_: out, x0, mask, t)["vb"] == 0)
+    assert torch.all(_diffusion(loss_norm="all").training_losses(lambda x, t_: out, x0, mask, t)["vb"] > 0)
+
+
+def test_bad_shapes_raise():
+    d = _diffusion()
+    x0 = _x0()
+    with pytest.raises(ValueError, match="model_fn"):
+        d.training_losses(lambda x, t: x, x0, torch.ones(T, H, W), torch.tensor([1, 2]))  # C instead of 2C
+    with pytest.raises(ValueError, match="mask"):
+        d.training_losses(lambda x, t: x, x0, torch.ones(T, H + 1, W), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="sampler"):
+        d.sample(lambda x, t: x, x0, torch.ones(T, H, W), sampler="euler", progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        d.sample(lambda x, t: x, x0, torch.ones(T, H, W), steps=1001, progress=False)
+
+
+# ---- samplers --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variance", ["fixed_small", "learned_range"])
+def test_ddim_eta1_over_all_steps_matches_ddpm(variance):
+    """DDIM(eta = 1) over every step is DDPM with variance beta~_t (learned_range: v = -1) on the same noise."""
+    d = _diffusion(variance=variance)
+    model_fn = _analytic_model(d.cfg.learn_sigma)
+    x0, mask = _x0(), make_mask("predict", (T, H, W), k=1)
+
+    def run(**kw):
+        return d.sample(model_fn, x0, mask, steps=1000, generator=torch.Generator().manual_seed(7), progress=False,
+                        **kw)
+
+    ddpm, ddim = run(sampler="ddpm"), run(sampler="ddim", eta=1.0)
+    torch.testing.assert_close(ddim, ddpm, atol=1e-4, rtol=0)
+    assert (run(sampler="ddim", eta=0.0) - ddpm).abs().max() > 1e-2  # the comparison can tell samplers apart
+
+
+@pytest.mark.parametrize("steps", [50, 250])
+def test_respaced_sampling_calls_the_model_with_original_indices(steps):
+    d = _diffusion(variance="fixed_small")
+    calls = []
+
+    def model_fn(x, t):
+        assert t.dtype == torch.long and t.shape == (B,) and torch.all(t == t[0])
+        calls.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    d.sample(model_fn, _x0(), torch.ones(T, H, W), sampler="ddpm", steps=steps, progress=False)
+    expected = np.round(np.linspace(0, 999, steps)).astype(int)[::-1].tolist()
+    assert calls == expected and calls[0] == 999 and calls[-1] == 0
+    assert spaced_timesteps(1000, steps) == expected[::-1]
+    spaced = d.schedule(steps)                                        # abar kept at the kept steps
+    np.testing.assert_allclose(spaced.np["ac"], d.alphas_cumprod[expected[::-1]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 25), ("ddpm", 50), ("ddim", 1000)])
+def test_given_region_is_preserved_and_seen_clean_at_every_step(sampler, steps):
+    d = _diffusion()
+    x0 = _x0(3)
+    mask = make_mask("spatial_temporal", (T, H, W), generator=torch.Generator().manual_seed(0))
+    given = (mask[None, :, None] == 0).expand_as(x0)
+    base = _analytic_model(True, v=0.3)
+    n_calls = []
+
+    def model_fn(x, t):
+        assert torch.equal(x[given], x0[given])
+        n_calls.append(1)
+        return base(x, t)
+
+    out = d.sample(model_fn, x0, mask, sampler=sampler, steps=steps, eta=0.5,
+                   generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.equal(out[given], x0[given]) and len(n_calls) == steps
+    assert not torch.equal(out[~given], x0[~given])
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("ddpm", 1000), ("ddpm", 100)])
+def test_oracle_model_recovers_the_target(sampler, steps):
+    """A model that knows the target x* (eps = (x_t - sqrt(abar_t) x*) / sqrt(1 - abar_t)) yields x*."""
+    d = _diffusion(variance="fixed_small")
+    target, x0 = _x0(5), _x0(6)
+    ac = torch.tensor(d.alphas_cumprod, dtype=torch.float32)
+
+    def model_fn(x, t):
+        a = ac[t].view(-1, 1, 1, 1, 1)
+        return (x - a.sqrt() * target) / (1 - a).sqrt()
+
+    mask = make_mask("backward", (T, H, W), k=1)
+    out = d.sample(model_fn, x0, mask, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0),
+                   progress=False)
+    gen = (mask[None, :, None] == 1).expand_as(x0)
+    torch.testing.assert_close(out[gen], target[gen], atol=1e-4, rtol=0)
+
+
+def test_sampling_is_reproducible_and_noise_argument_is_x_T():
+    d = _diffusion()
+    model_fn, x0, mask = _analytic_model(True), _x0(), torch.ones(T, H, W)
+    a = d.sample(model_fn, x0, mask, steps=10, generator=torch.Generator().manual_seed(4), progress=False)
+    b = d.sample(model_fn, x0, mask, steps=10, generator=torch.Generator().manual_seed(4), progress=False)
+    xT = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+    c = d.sample(model_fn, x0, mask, steps=10, noise=xT, progress=False)   # eta = 0: only x_T matters
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, c)

@@ -1,0 +1,254 @@
+"""The sweep launcher in-process: submitit's DebugExecutor and the inline executor, real train and evaluate
+(a few steps of the tiny model), the CLI's exit codes and its --dry-run / --status / --list output."""
+
+import contextlib
+import io
+import json
+import threading
+
+import pytest
+import torch
+
+from ablations import cost, launcher, run, rundir, sweeps
+from ablations.job import SweepJob
+
+TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
+        "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2"]
+VARIANTS = ["token_concat", "adaln"]
+
+
+def cli(results, *extra, variants=VARIANTS) -> tuple:
+    """Run ``ablations/run.py`` in-process on the two-variant tiny sweep; (exit code, stdout, stderr)."""
+    argv = ["--sweep", "conditioning", "--variants", *variants, "--seeds", "0", "--results", str(results),
+            "--no-progress", "--poll-s", "0.05", "--set", *TINY, *extra]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def specs(variants=VARIANTS) -> list:
+    return sweeps.expand("conditioning", sets=sweeps.parse_sets(TINY), seeds=[0], variants=variants)
+
+
+def weights(run_dir) -> dict:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    return {"model": ckpt["model"], "ema": ckpt["ema"], "step": ckpt["step"]}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One finished sweep (2 runs) through submitit's DebugExecutor."""
+    results = tmp_path_factory.mktemp("results")
+    code, out, err = cli(results, "--executor", "debug")
+    return results, code, out, err
+
+
+def test_debug_sweep_trains_evaluates_and_writes_the_schema(swept):
+    results, code, out, err = swept
+    assert code == 0, out + err
+    for spec in specs():
+        d = results / "conditioning" / spec.run_id
+        state = json.loads((d / "state.json").read_text())
+        assert state["state"] == "done" and state["step"] == 4 and state["attempts"] == 1
+        assert state["job_id"].startswith("DEBUG_") and state["error"] is None
+        assert set(state) == {"state", "step", "job_id", "log", "error", "updated", "attempts"}
+        assert json.loads((d / "run.json").read_text()) == json.loads(json.dumps(spec.run_info()))
+        assert rundir.read_json(d / "config.json") == json.loads(json.dumps(spec.cfg.to_dict()))
+        ev = json.loads((d / "eval.json").read_text())
+        assert ev["step"] == 4 and isinstance(ev["tasks"]["predict"]["metrics"]["ssim"], float)
+        assert weights(d)["step"] == 4
+        assert spec.run_id in out
+    assert "report: python metrics/report.py --sweep conditioning" in out
+    assert "predict:ssim" in out  # the summary table
+    assert not list((results / "conditioning").glob("*/.*.tmp*"))  # atomic writes leave no temp files
+
+
+def test_relaunch_skips_finished_runs(swept):
+    results = swept[0]
+    before = {p: p.stat().st_mtime_ns for p in (results / "conditioning").glob("*/checkpoints/last.pt")}
+    code, out, _ = cli(results, "--executor", "debug")
+    assert code == 0
+    assert "2 runs (2 done" in out and "0 to run" in out
+    assert before == {p: p.stat().st_mtime_ns for p in (results / "conditioning").glob("*/checkpoints/last.pt")}
+    for spec in specs():
+        assert rundir.read_state(results / "conditioning" / spec.run_id)["attempts"] == 1
+
+
+def test_interrupted_run_resumes_to_the_same_weights(swept, tmp_path):
+    """A run killed at step 2 (checkpoint, state 'running', no job) is resumed by the next launch and ends
+    bitwise equal to the uninterrupted run."""
+    from vdt import train
+
+    spec = specs(["token_concat"])[0]
+    d = tmp_path / "conditioning" / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    train.main(spec.cfg.with_overrides(["train.steps=2"]), d, progress=False)  # the part before the kill
+    rundir.write_json(d / "config.json", spec.cfg.to_dict())
+    rundir.update_state(d, state="running", attempts=1, job_id="12345", step=2)
+
+    code, out, _ = cli(tmp_path, "--status")
+    assert code == 0 and "no job: relaunch resumes it" in out and "2/4" in out
+
+    code, out, err = cli(tmp_path, "--executor", "debug", variants=["token_concat"])
+    assert code == 0, out + err
+    assert "1 to run" in out
+    steps = [json.loads(line)["step"] for line in (d / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert rundir.read_state(d)["attempts"] == 2
+    assert_same_weights(weights(d), weights(swept[0] / "conditioning" / spec.run_id))
+
+
+def test_failed_run_does_not_stop_the_others_and_retry_failed_reruns_it(tmp_path, monkeypatch):
+    import vdt.train
+
+    real_main = vdt.train.main
+
+    def flaky(cfg, run_dir, *, progress=True):
+        if cfg.model.conditioning == "token_concat":  # the first run fails; the second must still run
+            raise RuntimeError("injected failure in token_concat")
+        return real_main(cfg, run_dir, progress=progress)
+
+    monkeypatch.setattr(vdt.train, "main", flaky)  # the job resolves "vdt.train:main" when it runs
+    code, out, _ = cli(tmp_path, "--executor", "debug")
+    bad, ok = (tmp_path / "conditioning" / s.run_id for s in specs())
+    assert code == 1
+    assert rundir.read_state(ok)["state"] == "done"
+    state = rundir.read_state(bad)
+    assert state["state"] == "failed" and "injected failure in token_concat" in state["error"]
+    assert f"FAILED {bad.name} (token_concat, seed 0): log {state['log']}" in out
+    assert "RuntimeError: injected failure in token_concat" in out
+    assert "injected failure" in open(state["log"]).read()
+
+    code, out, _ = cli(tmp_path, "--executor", "debug")  # failed runs are kept without --retry-failed
+    assert code == 1 and "1 failed and kept" in out
+    assert rundir.read_state(bad)["attempts"] == 1
+
+    monkeypatch.setattr(vdt.train, "main", real_main)
+    code, out, _ = cli(tmp_path, "--executor", "inline", "--retry-failed")
+    assert code == 0, out
+    state = rundir.read_state(bad)
+    assert state["state"] == "done" and state["attempts"] == 2 and state["error"] is None
+    assert (bad / "eval.json").exists()
+
+
+def test_second_launch_of_a_locked_sweep_exits_3(tmp_path):
+    with rundir.SweepLock(tmp_path / "conditioning"):
+        code, _, err = cli(tmp_path, "--executor", "debug")
+    assert code == 3 and "being launched by another process" in err
+    assert not list((tmp_path / "conditioning").glob("*/state.json"))
+
+
+def test_run_held_by_a_live_job_is_watched_not_started_twice(tmp_path):
+    spec = specs(["token_concat"])[0]
+    d = tmp_path / "conditioning" / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    rundir.update_state(d, state="running", attempts=1, job_id="777")
+    held = rundir.RunLock(d).acquire()  # "another job" trains this run
+
+    def other_job_finishes():
+        rundir.write_json(d / "eval.json", {"step": 4, "tasks": {}})
+        rundir.update_state(d, state="done", step=4)
+        held.release()
+
+    timer = threading.Timer(1.0, other_job_finishes)
+    timer.start()
+    try:
+        code, out, _ = cli(tmp_path, "--executor", "debug", variants=["token_concat"])
+    finally:
+        timer.join()
+    assert code == 0 and "1 held by a live job" in out
+    assert not (d / "train_log.jsonl").exists()  # the launcher never trained it
+
+
+def test_job_refuses_a_run_another_job_holds(tmp_path):
+    spec = specs(["token_concat"])[0]
+    d = tmp_path / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    with rundir.RunLock(d), pytest.raises(rundir.LockHeld):
+        SweepJob(d)()
+    assert rundir.read_state(d)["attempts"] == 0
+
+
+def test_status_shows_state_step_loss_job_and_log(swept):
+    results = swept[0]
+    code, out, _ = cli(results, "--status")
+    assert code == 0
+    for spec in specs():
+        d = results / "conditioning" / spec.run_id
+        state, logged = rundir.read_state(d), rundir.last_logged(d)
+        line = next(line for line in out.splitlines() if line.startswith(spec.run_id))
+        for cell in (spec.variant, "done", "4/4", f"{logged['loss']:.4g}", state["job_id"], state["log"]):
+            assert cell in line
+
+
+@pytest.mark.parametrize("item, named", [("train.stepz=3", "train.stepz"), ("train.steps=three", "train.steps"),
+                                         ("model.conditioning=film", "model.conditioning")])
+def test_bad_set_exits_2_naming_it(tmp_path, item, named):
+    code, _, err = cli(tmp_path, "--executor", "debug", "--set", item)
+    assert code == 2 and named in err
+    assert not (tmp_path / "conditioning").exists()
+
+
+def test_dry_run_prints_runs_sbatch_and_cost_and_submits_nothing(tmp_path, capsys):
+    argv = ["--sweep", "conditioning", "--dry-run", "--results", str(tmp_path), "--executor", "slurm",
+            "--partition", "p1", "--account", "acc", "--qos", "high", "--gpus-per-node", "2", "--tasks-per-node", "2",
+            "--time-min", "90", "--array-parallelism", "3", "--slurm-extra", "constraint=h100",
+            "--slurm-extra", "exclusive", "--gpu", "A100", "--mfu", "0.5"]
+    assert run.main(argv) == 0
+    out = capsys.readouterr().out
+    runs = sweeps.expand("conditioning")
+    for s in runs:
+        line = next(line for line in out.splitlines() if line.startswith(s.run_id))
+        assert s.variant in line and f"train.seed={s.seed}" in line
+        assert f"{cost.estimate(s.cfg).gpu_hours('A100', 0.5):.3g}" in line
+    total = sum(cost.estimate(s.cfg).gpu_hours("A100", 0.5) for s in runs)
+    assert f"{total:.3g} GPU-hours on A100" in out
+    for flag in ("--partition=p1", "--account=acc", "--qos=high", "--gpus-per-node=2", "--ntasks-per-node=2",
+                 "--time=90", f"--array=0-{len(runs) - 1}%3", "--constraint=h100", "--exclusive",
+                 "--kill-on-bad-exit=1"):
+        assert flag in out
+    assert "nothing submitted" in out
+    assert not (tmp_path / "conditioning").exists()
+
+
+def test_list_shows_sweeps_and_variants(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("conditioning", "mask_ratio", "depth", "token_concat", "cross_attn", "adaln", "depth_28", "paper"):
+        assert name in out
+
+
+def test_local_slots_follow_cores_memory_and_cap(monkeypatch):
+    monkeypatch.setattr(launcher.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert launcher.local_slots(launcher.Options(cpus_per_task=1)) == 8
+    assert launcher.local_slots(launcher.Options(cpus_per_task=3)) == 2
+    assert launcher.local_slots(launcher.Options(cpus_per_task=2, tasks_per_node=2)) == 2
+    assert launcher.local_slots(launcher.Options(cpus_per_task=16)) == 1
+    assert launcher.local_slots(launcher.Options(array_parallelism=3)) == 3
+    monkeypatch.setattr(launcher.psutil, "virtual_memory", lambda: type("M", (), {"available": 5 * 2**30})())
+    assert launcher.local_slots(launcher.Options(mem_gb=2)) == 2
+
+
+@pytest.mark.slow
+def test_local_executor_runs_no_more_jobs_than_slots(tmp_path):
+    """Two runs through submitit's local executor with one slot (2 cores / 2 threads): they never overlap."""
+    code, out, err = cli(tmp_path, "--executor", "local", "--cpus-per-task", str(max(1, launcher.local_slots(
+        launcher.Options()))), "--poll-s", "0.5")
+    assert code == 0, out + err
+    spans = []
+    for spec in specs():
+        d = tmp_path / "conditioning" / spec.run_id
+        assert rundir.read_state(d)["state"] == "done"
+        times = [json.loads(line)["time"] for line in (d / "train_log.jsonl").read_text().splitlines()]
+        spans.append((times[0], rundir.read_state(d)["updated"]))
+    spans.sort()
+    assert spans[0][1] <= spans[1][0], f"runs overlapped: {spans}"

@@ -1,0 +1,133 @@
+"""PSNR, SSIM and LPIPS per frame, against independent references on natural images.
+
+PSNR is checked against numpy; SSIM against scikit-image's Gaussian SSIM on images shipped
+with scikit-image (astronaut, chelsea) under noise, blur and shift. LPIPS runs end to end
+on a randomly initialised AlexNet saved in the real file format under the real file name,
+so it checks plumbing and conventions, not the published values.
+"""
+
+import lpips
+import numpy as np
+import pytest
+import torch
+import torchvision
+from skimage import data, filters, transform
+from skimage.metrics import structural_similarity
+
+from metrics import HIGHER_IS_BETTER, WeightsMissingError, lpips_distance, psnr, ssim
+from metrics.weights import ALEXNET_FILENAME
+
+
+def natural_images(size: int) -> np.ndarray:
+    """Astronaut and chelsea, resized to size x size: (2, size, size, 3) float64 in [0, 1]."""
+    imgs = [data.astronaut(), data.chelsea()]
+    return np.stack([transform.resize(im, (size, size), anti_aliasing=True) for im in imgs])
+
+
+def perturb(imgs: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Noise (sigma 0.05), Gaussian blur (sigma 1) or a (2, 3)-pixel shift, clipped to [0, 1]."""
+    if kind == "noise":
+        out = imgs + rng.normal(0, 0.05, imgs.shape)
+    elif kind == "blur":
+        out = np.stack([filters.gaussian(im, sigma=1, channel_axis=-1) for im in imgs])
+    else:
+        out = np.roll(imgs, (2, 3), axis=(1, 2))
+    return np.clip(out, 0, 1)
+
+
+def to_nchw(imgs: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float()  # (N, H, W, C) -> (N, C, H, W)
+
+
+def test_directions_declared():
+    assert HIGHER_IS_BETTER == {"psnr": True, "ssim": True, "lpips": False, "fvd": False}
+
+
+def test_psnr_matches_numpy_per_image():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 3, 16, 20))
+    noise = rng.normal(0, 1, x.shape) * np.array([0.01, 0.03, 0.1, 0.2, 0.3])[:, None, None, None]
+    y = np.clip(x + noise, 0, 1)
+    mse = ((x - y) ** 2).mean(axis=(1, 2, 3))  # one MSE per image, never pooled
+    expected = 10 * np.log10(1.0 / mse)
+    got = psnr(torch.from_numpy(x), torch.from_numpy(y))
+    assert got.shape == (5,)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)  # torchmetrics: float32 log10
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("kind", ["noise", "blur", "shift"])
+def test_ssim_matches_skimage(size, kind):
+    x = natural_images(size)
+    y = perturb(x, kind, np.random.default_rng(size))
+    expected = [
+        structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=1, channel_axis=-1,
+        )
+        for a, b in zip(x, y, strict=True)
+    ]
+    got = ssim(to_nchw(x), to_nchw(y))
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-3)
+
+
+def test_ssim_identical_is_one():
+    x = to_nchw(natural_images(64))
+    torch.testing.assert_close(ssim(x, x), torch.ones(2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fn", [psnr, ssim])
+def test_frame_metrics_check_shapes(fn):
+    with pytest.raises(ValueError, match="equal shape"):
+        fn(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 31))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        fn(torch.rand(3, 32, 32), torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="float"):
+        fn(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------
+# LPIPS with a random-init AlexNet in the real file format
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def alexnet_home(tmp_path_factory):
+    """A TORCH_HOME whose hub/checkpoints holds a random-init AlexNet under the real name."""
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), home / "hub" / "checkpoints" / ALEXNET_FILENAME)
+    return home
+
+
+# lpips builds AlexNet through torchvision's deprecated `pretrained=` argument.
+@pytest.mark.filterwarnings("ignore:The parameter 'pretrained':UserWarning")
+@pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")
+def test_lpips_end_to_end_random_backbone(alexnet_home, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(alexnet_home))
+    x = to_nchw(natural_images(64))
+    y = to_nchw(perturb(natural_images(64), "noise", np.random.default_rng(0)))
+    d = lpips_distance(x, y)
+    assert d.shape == (2,) and torch.isfinite(d).all() and (d > 0).all()
+    torch.testing.assert_close(lpips_distance(x, x), torch.zeros(2), atol=1e-6, rtol=0)
+    # Same as the lpips package fed [-1, 1] directly: checks the [0, 1] -> normalize=True path.
+    ref = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval()
+    with torch.no_grad():
+        expected = ref(2 * x - 1, 2 * y - 1).flatten()
+    torch.testing.assert_close(d, expected)
+
+
+def test_lpips_missing_backbone_names_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsMissingError, match=ALEXNET_FILENAME) as err:
+        lpips_distance(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+    assert str(tmp_path / "hub" / "checkpoints") in str(err.value)
+
+
+def test_lpips_checks_shapes(alexnet_home, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(alexnet_home))
+    with pytest.raises(ValueError, match="H, W >= 32"):
+        lpips_distance(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="RGB"):
+        lpips_distance(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))

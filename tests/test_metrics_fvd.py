@@ -1,0 +1,203 @@
+"""Fréchet distance, streaming statistics, FVD protocol records and the real-stats cache.
+
+The Fréchet distance is checked against a closed form (commuting covariances) and an
+independent SVD route. Most FVD tests use a small fixed feature extractor so they run in
+milliseconds; one end-to-end test runs a randomly initialised I3D saved in the real
+piergiaj file format (random weights: checks plumbing, not published FVD values).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+from metrics import (
+    FeatureStats,
+    FVDProtocol,
+    cached_real_stats,
+    frechet_distance,
+    load_i3d,
+    preprocess_videos,
+    update_stats,
+    video_features,
+)
+from metrics.fvd import fvd
+from metrics.i3d import InceptionI3d
+
+PROTOCOL = FVDProtocol(weights_sha256="0" * 64, num_frames=9)
+
+
+def fd_svd(mu1, s1, mu2, s2) -> float:
+    """TF-GAN's route: Tr sqrt(S1 S2) = Tr sqrt(A S2 A), A = sqrt(S1), via SVDs."""
+    u, s, _ = np.linalg.svd(s1)
+    a = (u * np.sqrt(s)) @ u.T  # sqrt of the symmetric PSD S1
+    sv = np.linalg.svd(a @ s2 @ a, compute_uv=False)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(sv).sum())
+
+
+def test_frechet_closed_form_commuting_covariances():
+    rng = np.random.default_rng(0)
+    d = 12
+    q = scipy.stats.ortho_group.rvs(d, random_state=0)  # shared eigenvectors: S1, S2 commute
+    a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    got = frechet_distance(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
+    assert isinstance(got, float)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_agrees_with_svd_route():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40))
+    y = rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40)) + 0.5
+    args = (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert frechet_distance(*args) == pytest.approx(fd_svd(*args), rel=1e-9)
+
+
+def test_frechet_checks_shapes():
+    with pytest.raises(ValueError, match=r"mu \(D,\)"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_feature_stats_stream_and_round_trip(tmp_path):
+    feats = np.random.default_rng(2).normal(3, 2, size=(50, 7))
+    stats = FeatureStats(PROTOCOL, {"split": "test"})
+    for chunk in np.array_split(feats, 4):  # streamed in uneven batches
+        stats.update(torch.from_numpy(chunk).float() if len(chunk) % 2 else chunk)
+    assert stats.n == 50
+    f32 = np.concatenate([c.astype(np.float32) if len(c) % 2 else c for c in np.array_split(feats, 4)])
+    np.testing.assert_allclose(stats.mean, f32.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.cov, np.cov(f32, rowvar=False, ddof=1), rtol=1e-9, atol=1e-12)
+    stats.save(tmp_path / "s.npz")
+    back = FeatureStats.load(tmp_path / "s.npz")
+    assert back.protocol == PROTOCOL and back.source == {"split": "test"} and back.n == 50
+    np.testing.assert_array_equal(back.cov, stats.cov)
+    with pytest.raises(ValueError, match=r"\(B, 7\)"):
+        stats.update(np.zeros((2, 8)))
+
+
+# ----------------------------------------------------------------------------
+# Videos -> features -> FVD, with a small fixed extractor
+# ----------------------------------------------------------------------------
+
+class PoolExtractor:
+    """Fixed stand-in for I3D: (B, 3, T, 224, 224) -> (B, 12) pooled pixels; counts calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return F.adaptive_avg_pool3d(x, (1, 2, 2)).flatten(1)  # (B, 3*1*2*2)
+
+
+def random_videos(n, seed, offset=0.0):
+    """(n, 9, 3, 32, 32) uint8 videos with per-video brightness and noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 1, 3, 4, 4, generator=g).repeat_interleave(8, 3).repeat_interleave(8, 4)
+    x = base + 0.2 * torch.rand(n, 9, 3, 32, 32, generator=g) + offset
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def stats_of(videos, extractor=None, protocol=PROTOCOL):
+    stats = FeatureStats(protocol)
+    update_stats(stats, videos, extractor or PoolExtractor(), batch_size=7)
+    return stats
+
+
+def test_fvd_self_zero_and_symmetric():
+    x, y = stats_of(random_videos(32, 0)), stats_of(random_videos(32, 1, offset=0.1))
+    assert abs(fvd(x, x).value) < 1e-6
+    xy, yx = fvd(x, y), fvd(y, x)
+    assert xy.value > 0.01
+    assert xy.value == pytest.approx(yx.value, rel=1e-8)
+    record = xy.to_dict()
+    assert record["n_real"] == 32 and record["n_fake"] == 32 and record["num_frames"] == 9
+    assert record["impl_version"] == "vdt-bench-fvd/1" and record["resolution"] == 224
+
+
+def test_package_fvd_is_the_module():
+    import metrics
+
+    assert metrics.fvd.fvd is fvd  # the function must not shadow the submodule
+
+
+def test_fvd_refuses_different_protocols():
+    videos = random_videos(4, 0)
+    x = stats_of(videos)
+    other = dataclasses.replace(PROTOCOL, weights_sha256="1" * 64, num_frames=16)
+    y = FeatureStats(other)
+    y.update(video_features(videos, PoolExtractor(), PROTOCOL))
+    with pytest.raises(ValueError, match="weights_sha256") as err:
+        fvd(x, y)
+    assert "num_frames" in str(err.value)
+
+
+def test_preprocess_rounds_resizes_and_scales():
+    levels = torch.tensor([0, 101, 255], dtype=torch.uint8).view(3, 1, 1, 1, 1).expand(3, 9, 3, 20, 30)
+    out = preprocess_videos(levels, PROTOCOL)
+    assert out.shape == (3, 3, 9, 224, 224)  # squashed to 224x224: no crop
+    expected = torch.tensor([-1.0, 2 * 101 / 255 - 1, 1.0]).view(3, 1, 1, 1, 1)
+    torch.testing.assert_close(out, expected.expand_as(out))
+    # Floats round to the nearest uint8 level (100.6 -> 101), they are not truncated.
+    as_float = torch.full((1, 9, 3, 20, 30), 100.6 / 255)
+    torch.testing.assert_close(preprocess_videos(as_float, PROTOCOL), out[1:2])
+    grey = preprocess_videos(levels[:, :, :1], PROTOCOL)  # (B, T, 1, H, W) -> RGB
+    torch.testing.assert_close(grey, out)
+    with pytest.raises(ValueError, match="9 frames"):
+        preprocess_videos(levels[:, :8], PROTOCOL)
+
+
+def test_real_stats_cache_computes_once(tmp_path):
+    extractor = PoolExtractor()
+    batches = lambda: (random_videos(5, s) for s in range(3))
+    clips = {"split": "test", "stride": 1, "seed": 0}
+    first = cached_real_stats(tmp_path, "ucf101", PROTOCOL, clips, batches, extractor, batch_size=4)
+    calls = extractor.calls
+    assert calls > 0 and first.n == 15 and len(list(tmp_path.glob("ucf101-*.npz"))) == 1
+    second = cached_real_stats(tmp_path, "ucf101", PROTOCOL, clips, batches, extractor, batch_size=4)
+    assert extractor.calls == calls  # loaded, not recomputed
+    np.testing.assert_array_equal(second.cov, first.cov)
+    assert second.source == {"dataset": "ucf101", **clips}
+    # Another real-clip selection is another cache entry.
+    cached_real_stats(tmp_path, "ucf101", PROTOCOL, {**clips, "seed": 1}, batches, extractor)
+    assert extractor.calls > calls and len(list(tmp_path.glob("ucf101-*.npz"))) == 2
+
+
+def test_real_stats_cache_refuses_tampered_file(tmp_path):
+    clips = {"split": "test", "seed": 0}
+    batches = lambda: [random_videos(3, 0)]
+    fresh = cached_real_stats(tmp_path, "sky", PROTOCOL, clips, batches, PoolExtractor())
+    # Overwrite the cache entry with statistics from an older implementation.
+    stale = FeatureStats(dataclasses.replace(PROTOCOL, impl_version="vdt-bench-fvd/0"), fresh.source)
+    stale.update(np.zeros((2, 12)))
+    stale.save(next(tmp_path.glob("sky-*.npz")))
+    with pytest.raises(ValueError, match="impl_version"):
+        cached_real_stats(tmp_path, "sky", PROTOCOL, clips, batches, PoolExtractor())
+
+
+# ----------------------------------------------------------------------------
+# One tiny end-to-end run through a random-init I3D in the real file format
+# ----------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 2 clips per side: singular
+def test_fvd_end_to_end_random_i3d(tmp_path):
+    torch.manual_seed(0)
+    state = {k: v for k, v in InceptionI3d().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "i3d_pretrained_400.pt")
+    detector = load_i3d(tmp_path / "i3d_pretrained_400.pt")
+    protocol = FVDProtocol.for_weights(tmp_path / "i3d_pretrained_400.pt", num_frames=9)
+    videos = random_videos(3, 3)  # (3, 9, 3, 32, 32), one I3D batch: ~1 s per clip on CPU
+    feats = video_features(videos, detector, protocol, batch_size=3)
+    assert feats.shape == (3, 400) and torch.isfinite(feats).all()
+    real, fake = FeatureStats(protocol), FeatureStats(protocol)
+    real.update(feats[:2])  # clips 0, 1
+    fake.update(feats[1:])  # clips 1, 2
+    assert abs(fvd(real, real).value) < 1e-6 * np.trace(real.cov) + 1e-9
+    assert fvd(real, fake).value == pytest.approx(fvd(fake, real).value, rel=1e-6)
+    assert fvd(real, fake).to_dict()["weights_sha256"] == protocol.weights_sha256

@@ -1,0 +1,129 @@
+"""Sweeps as data: expansion, run ids, profiles, --set checking, cost estimates. No training here."""
+
+import json
+
+import pytest
+
+from ablations import cost, sweeps
+from vdt.config import ConfigError, RunConfig
+
+
+def test_conditioning_expands_to_three_modes_on_the_same_task():
+    specs = sweeps.expand("conditioning")
+    assert [(s.variant, s.seed) for s in specs] == [
+        (m, seed) for m in ("token_concat", "cross_attn", "adaln") for seed in sweeps.PROFILES["tiny"].seeds]
+    assert len(sweeps.PROFILES["tiny"].seeds) >= 2
+    for s in specs:
+        assert s.cfg.model.conditioning == s.variant
+        assert s.cfg.masks.probabilities() == {"predict": 1.0}
+        assert s.cfg.eval.tasks == ("predict",)
+        assert s.cfg.train.seed == s.seed
+    # Same data, frames and training budget for every variant: only the conditioning and the seed differ.
+    flat = [{f"{k}.{f}": v for k, sec in s.cfg.to_dict().items() for f, v in sec.items()} for s in specs]
+    varying = {k for k in flat[0] if len({json.dumps(f[k]) for f in flat}) > 1}
+    assert varying == {"model.conditioning", "model.frames", "model.cond_frames", "train.seed"}
+
+
+def test_mask_ratio_and_depth_vary_their_knob():
+    ratios = {s.cfg.masks.mask_ratio for s in sweeps.expand("mask_ratio")}
+    assert ratios == {0.25, 0.5, 0.75}
+    assert len(sweeps.expand("mask_ratio")[0].cfg.eval.tasks) >= 3
+    assert {s.cfg.model.depth for s in sweeps.expand("depth")} == {2, 4, 8}
+    paper = sweeps.expand("depth", "paper", {"data.root": "/data/ucf"})
+    assert {s.cfg.model.depth for s in paper} == {12, 28}
+    assert {s.cfg.model.hidden for s in paper} == {1152}
+
+
+def test_run_ids_are_stable_distinct_and_the_config_hash():
+    for name in sweeps.SWEEPS:
+        a, b = sweeps.expand(name), sweeps.expand(name)
+        assert [s.run_id for s in a] == [s.run_id for s in b]
+        assert len({s.run_id for s in a}) == len(a)
+        for s in a:
+            assert s.run_id == RunConfig.from_dict(json.loads(json.dumps(s.cfg.to_dict()))).run_id()
+    base = {s.run_id for s in sweeps.expand("conditioning")}
+    assert not base & {s.run_id for s in sweeps.expand("conditioning", sets={"train.steps": "7"})}
+
+
+def test_every_sweep_builds_under_every_profile():
+    for name in sweeps.SWEEPS:
+        for prof in sweeps.PROFILES:
+            specs = sweeps.expand(name, prof, {"data.root": "/data/ucf"})
+            assert specs and all(s.profile == prof for s in specs)
+            info = specs[0].run_info()
+            assert set(info) == {"sweep", "variant", "seed", "overrides", "run_id", "profile"}
+
+
+def test_run_info_records_the_overrides_that_rebuild_the_config():
+    for s in sweeps.expand("mask_ratio"):
+        assert RunConfig().with_overrides(s.run_info()["overrides"]).run_id() == s.run_id
+
+
+def test_variants_and_seeds_select_runs():
+    specs = sweeps.expand("conditioning", seeds=[3], variants=["adaln"])
+    assert [(s.variant, s.seed) for s in specs] == [("adaln", 3)]
+    with pytest.raises(ConfigError, match="nope"):
+        sweeps.expand("conditioning", variants=["nope"])
+
+
+@pytest.mark.parametrize("item, names", [
+    ("train.stepz=4", "train.stepz"),
+    ("train.steps=four", "train.steps"),
+    ("modle.depth=2", "modle.depth"),
+    ("eval.fvd=maybe", "eval.fvd"),
+    ("train.steps", "train.steps"),
+])
+def test_bad_set_names_the_key(item, names):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        sweeps.parse_sets([item])
+
+
+def test_set_that_clashes_or_collapses_variants_is_an_error():
+    with pytest.raises(ConfigError, match="eval.tasks"):  # cross_attn can only predict
+        sweeps.expand("conditioning", sets={"eval.tasks": "interpolate"})
+    with pytest.raises(ConfigError, match="same config"):
+        sweeps.expand("depth", sets={"model.depth": "3"})
+    with pytest.raises(ConfigError, match="data.root"):
+        sweeps.expand("conditioning", "paper")
+    with pytest.raises(ConfigError, match="unknown sweep"):
+        sweeps.expand("nonesuch")
+
+
+def test_describe_lists_every_sweep_and_variant():
+    text = sweeps.describe()
+    for sw in sweeps.SWEEPS.values():
+        assert sw.name in text
+        for prof in sweeps.PROFILES:
+            for v in sw.variants_for(prof):
+                assert v in text
+
+
+def test_cost_uses_the_model_flop_count_and_scales():
+    from vdt.model import count_flops
+
+    s = sweeps.expand("conditioning")[0]
+    c = cost.estimate(s.cfg)
+    assert c.train_flops == pytest.approx(count_flops(s.cfg.model, s.cfg.train.batch_size) * s.cfg.train.steps)
+    assert "count_flops" in c.method
+    doubled = cost.estimate(s.cfg.with_overrides(["train.steps=" + str(2 * s.cfg.train.steps)]))
+    assert doubled.train_flops == pytest.approx(2 * c.train_flops)
+    assert doubled.eval_flops == pytest.approx(c.eval_flops)
+    more_videos = cost.estimate(s.cfg.with_overrides([f"eval.num_videos={2 * s.cfg.eval.num_videos}"]))
+    assert more_videos.eval_flops == pytest.approx(2 * c.eval_flops)
+    # 1 GPU-hour is peak * MFU * 3600 FLOPs.
+    one_hour = cost.Cost(train_flops=989e12 * 0.4 * 3600, eval_flops=0.0, method="x")
+    assert one_hour.gpu_hours("H100", 0.4) == pytest.approx(1.0)
+    assert one_hour.gpu_hours("A100", 0.4) == pytest.approx(989 / 312)
+
+
+def test_cost_fallback_without_count_flops(monkeypatch):
+    import vdt.model
+
+    monkeypatch.delattr(vdt.model, "count_flops")
+    s = sweeps.expand("conditioning")[0]
+    c = cost.estimate(s.cfg)
+    assert "fallback" in c.method and c.params > 0
+    assert c.train_flops == pytest.approx(6 * c.params * cost.tokens_per_video(s.cfg) * s.cfg.train.batch_size
+                                          * s.cfg.train.steps)
+    deeper = cost.estimate(s.cfg.with_overrides(["model.depth=4"]))
+    assert deeper.params > c.params

@@ -1,0 +1,45 @@
+"""Datasets: procedural bouncing shapes, real videos (UCF101, TaiChi-HD, Sky Time-lapse), cached latents.
+
+``build_dataset(cfg)`` is the one entry point. Every dataset it returns:
+- gives ``dataset[i]`` = a (T, C, H, W) float32 video in [-1, 1], or ``(video, label)`` when
+  ``cfg.class_labels`` is set (UCF101);
+- is a pure function of (index, cfg.seed, split, epoch): no global RNG. Training-time
+  randomness (the clip offset) follows ``set_epoch(epoch)`` where a dataset has it (the latent
+  cache has none: its clips are fixed); the test split ignores the epoch.
+  With DataLoader workers, call ``set_epoch`` before creating the iterator (workers copy the
+  dataset when they start; persistent workers keep the epoch they started with);
+- describes itself with ``protocol()``, a dict for the metric record.
+"""
+
+from pathlib import Path
+
+import torch
+
+from vdt.config import DataConfig
+from vdt.data.bouncing import BouncingShapes
+from vdt.data.layouts import DatasetLayoutError
+
+__all__ = ["BouncingShapes", "DatasetLayoutError", "build_dataset", "build_video_dataset"]
+
+
+def build_video_dataset(cfg: DataConfig, split: str | None = None, log_dir=None) -> torch.utils.data.Dataset:
+    """The pixel-space dataset named by ``cfg.name`` (no autoencoder)."""
+    split = cfg.split if split is None else split
+    if cfg.name == "bouncing":
+        return BouncingShapes(cfg, split)
+    from vdt.data.clips import VideoClips  # real videos need PyAV; import it only here
+
+    return VideoClips(cfg, split, log_dir=None if log_dir is None else Path(log_dir))
+
+
+def build_dataset(cfg: DataConfig, split: str | None = None, log_dir=None) -> torch.utils.data.Dataset:
+    """The dataset a run trains or evaluates on: pixels, or cached SD-VAE latents when cfg.autoencoder='sd-vae'.
+
+    split: None means cfg.split. log_dir: where real datasets write ``bad_videos.txt`` (None: the
+    scan-index directory under the cache, see vdt/data/clips.py).
+    """
+    if cfg.autoencoder == "none":
+        return build_video_dataset(cfg, split, log_dir)
+    from vdt.data.latents import LatentDataset
+
+    return LatentDataset.build(cfg, split if split is not None else cfg.split, log_dir=log_dir)

@@ -1,0 +1,304 @@
+"""Training: ``main(cfg, run_dir) -> dict``, and ``python -m vdt.train``.
+
+Resume is exact. Every random draw of step s (data order, masks, timesteps, noise, label
+dropout) comes from generators seeded by (seed, s), and every item is a pure function of its
+index, so a run stopped anywhere and restarted from its last checkpoint takes the same path as
+one that never stopped: N steps in one go, N/2 then a resume, and a SIGKILL part-way then a
+restart all end with bitwise-identical weights on the CPU.
+
+DDP: rank and world size come from the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT: torchrun and submitit both set them). The global batch is drawn the same way on
+every rank and each rank takes its slice, so 2 processes match 1 process at the same batch.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from vdt.checkpoint import CheckpointStore, rng_state
+from vdt.config import ConfigError, RunConfig, load_config
+from vdt.data import build_dataset
+from vdt.denoiser import Denoiser
+from vdt.diffusion import GaussianDiffusion
+from vdt.masks import MaskGenerator
+from vdt.model import VDT
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """The generator for one stream (data, masks, noise) of one step: same on every rank and resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 16 + stream)
+
+
+def batch_indices(seed: int, step: int, batch: int, length: int) -> list:
+    """(epoch, dataset index) pairs of global step ``step``: epochs are seeded permutations, read in order."""
+    start, out = step * batch, []
+    while len(out) < batch:
+        epoch, offset = divmod(start + len(out), length)
+        perm = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        out.extend((epoch, i) for i in perm[offset: offset + batch - len(out)].tolist())
+    return out
+
+
+# Fields that may change when a run is continued: they don't change the path training takes.
+RESUMABLE_CHANGES = {"train.steps", "train.ckpt_every", "train.log_every", "train.keep_ckpts"}
+
+
+def training_identity(cfg: RunConfig) -> dict:
+    """The flattened config minus what a continued run may change (and evaluation settings)."""
+    flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES and not k.startswith("eval.")}
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = Path(f"{path}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def distributed_env() -> tuple:
+    """(rank, world_size, local_rank) from the environment; (0, 1, 0) when not distributed."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class Trainer:
+    """One run: model, EMA, optimiser, data and checkpoints, driven step by step."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.rank, self.world, local_rank = distributed_env()
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        if cfg.train.batch_size % self.world:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {self.world} ranks")
+        torch.manual_seed(cfg.train.seed)
+        self.model = VDT(cfg.model).to(self.device)
+        self.ema = VDT(cfg.model).to(self.device).requires_grad_(False)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[local_rank] if
+                                                                 self.device.type == "cuda" else None)
+        if cfg.train.compile:
+            self.net = torch.compile(self.net)
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+        self.data = build_dataset(cfg.data)
+        T, S = cfg.data.frames, cfg.data.grid[1]
+        self.masks = MaskGenerator(cfg.masks, (T, S, S))
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep=cfg.train.keep_ckpts)
+        self.step, self.wall = 0, 0.0
+        use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
+                         else contextlib.nullcontext())
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+            "step": self.step, "config": self.cfg.to_dict(), "wall_time": self.wall,
+            "data_position": {"samples_seen": self.step * self.cfg.train.batch_size, "dataset_length": len(self.data)},
+            "rng": rng_state(),
+        }
+
+    def resume(self) -> None:
+        ckpt = self.store.load_latest(map_location=self.device)
+        if ckpt is None:
+            return
+        old, new = training_identity(RunConfig.from_dict(ckpt["config"])), training_identity(self.cfg)
+        if old != new:
+            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ConfigError(f"{self.run_dir}: holds a run with a different config ({', '.join(diff)}); "
+                              "use a new --run-dir")
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.step, self.wall = ckpt["step"], ckpt.get("wall_time", 0.0)
+
+    def save(self) -> None:
+        if self.rank == 0:
+            self.store.save(self.state_dict(), self.step)
+        if self.world > 1:
+            dist.barrier()
+
+    # ---------------------------------------------------------------- one step
+    def lr_at(self, step: int) -> float:
+        warm = self.cfg.train.warmup
+        return self.cfg.train.lr * min(1.0, (step + 1) / warm) if warm else self.cfg.train.lr
+
+    def load_batch(self, step: int) -> tuple:
+        """This rank's slice of global batch ``step``: video (b, T, C, H, W), labels or None."""
+        B = self.cfg.train.batch_size
+        b = B // self.world
+        mine = batch_indices(self.cfg.train.seed, step, B, len(self.data))[self.rank * b:(self.rank + 1) * b]
+        items = []
+        for epoch, i in mine:
+            if hasattr(self.data, "set_epoch"):  # training-time randomness (clip offsets) is per epoch
+                self.data.set_epoch(epoch)
+            items.append(self.data[i])
+        if isinstance(items[0], (tuple, list)):
+            return torch.stack([v for v, _ in items]), torch.tensor([y for _, y in items])
+        return torch.stack(items), None
+
+    def train_step(self, step: int) -> tuple:
+        cfg, B = self.cfg, self.cfg.train.batch_size
+        b, lo = B // self.world, self.rank * (B // self.world)
+        x0, y = self.load_batch(step)
+        x0 = x0.to(self.device)
+        mask = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))[lo:lo + b].to(self.device)
+        g = step_generator(cfg.train.seed, step, 2)
+        t = torch.randint(0, cfg.diffusion.steps, (B,), generator=g)[lo:lo + b].to(self.device)
+        noise = torch.randn((B, *x0.shape[1:]), generator=g)[lo:lo + b].to(self.device)
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # anything else random (label dropout)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(step)
+        fn = Denoiser(self.net, cfg.model.conditioning, mask, y=None if y is None else y.to(self.device))
+        with self.autocast:
+            loss = self.diffusion.training_losses(fn, x0, mask, t, noise=noise)["loss"].float().mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {step + 1}; the last good checkpoint stays in {self.store.dir}. "
+                "Lower train.lr or check the data.")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.opt.step()
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                e.lerp_(p, 1.0 - cfg.train.ema_decay)
+        loss = loss.detach()
+        if self.world > 1:  # report the global mean loss
+            dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+        return loss.item(), gnorm.item()
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict:
+        cfg = self.cfg.train
+        self.resume()
+        if self.rank == 0:  # the current config (a continued run has a larger train.steps)
+            write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict())
+        log = TrainLog(self.run_dir / "train_log.jsonl", active=self.rank == 0)
+        log.truncate_after(self.step)
+        tokens = cfg.batch_size * self.cfg.data.frames * (self.cfg.model.size // self.cfg.model.patch) ** 2
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0,
+                   desc=f"train {self.run_dir.name}", dynamic_ncols=True)
+        losses, gnorms, t0, last = [], [], time.perf_counter(), None
+        while self.step < cfg.steps:
+            loss, gnorm = self.train_step(self.step)
+            self.step += 1
+            losses.append(loss)
+            gnorms.append(gnorm)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                dt = time.perf_counter() - t0
+                self.wall += dt
+                last = sum(losses) / len(losses)
+                log.write(step=self.step, loss=last, lr=self.lr_at(self.step - 1), grad_norm=max(gnorms),
+                          tokens_per_s=tokens * len(losses) / dt, wall_time=self.wall)
+                bar.set_postfix(loss=f"{last:.4f}")
+                losses, gnorms, t0 = [], [], time.perf_counter()
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        return {"run_dir": str(self.run_dir), "step": self.step, "loss": last, "wall_time": self.wall}
+
+
+class TrainLog:
+    """train_log.jsonl: one JSON object per logging interval, appended and flushed."""
+
+    def __init__(self, path: Path, active: bool = True):
+        self.path, self.active = Path(path), active
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after the checkpoint we resume from (a killed run may have written them)."""
+        if not self.active or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep))
+        os.replace(tmp, self.path)
+
+    def write(self, **row) -> None:
+        if not self.active:
+            return
+        row["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def main(cfg: RunConfig | None = None, run_dir=None, *, progress: bool = True) -> dict:
+    """Train (or resume) one run in ``run_dir``; returns the final step, loss and wall time."""
+    cfg = cfg or RunConfig()
+    run_dir = Path(run_dir or Path("results/runs/adhoc") / cfg.run_id())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Trainer(cfg, run_dir, progress=progress).fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vdt.train",
+        description="Train VDT (or resume: run again on the same --run-dir). With no arguments it trains a "
+                    "CPU-sized model on the built-in bouncing-shapes data.",
+        epilog="Examples:\n  python -m vdt.train --run-dir runs/demo --steps 200\n"
+               "  python -m vdt.train --run-dir runs/demo --steps 400   # continues the same run\n"
+               "  python -m vdt.train --set model.depth=8 data.frames=16 --set model.conditioning=cross_attn "
+               "masks.mixture=predict:1 eval.tasks=predict\n"
+               "Keys: see vdt/config.py (sections model, diffusion, masks, data, train, eval).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", help="where checkpoints and logs go (default results/runs/adhoc/<config hash>); "
+                                     "an existing run there is resumed")
+    p.add_argument("--steps", type=int, help="total training steps (train.steps); larger than before continues")
+    p.add_argument("--ckpt-every", type=int, help="checkpoint interval in steps (train.ckpt_every)")
+    p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. --set model.depth=8 data.frames=16 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args) -> RunConfig:
+    """The run dir's saved config (when resuming) or the defaults, with --set, --steps, --ckpt-every on top."""
+    saved = Path(args.run_dir or "") / "config.json"
+    cfg = load_config(saved) if args.run_dir and saved.exists() else RunConfig()
+    overrides = [kv for group in args.set for kv in group]
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.ckpt_every is not None:
+        overrides.append(f"train.ckpt_every={args.ckpt_every}")
+    return cfg.with_overrides(overrides)
+
+
+def cli(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        result = main(cfg, args.run_dir, progress=not args.no_progress)
+    except (ConfigError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if distributed_env()[0] == 0:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
