@@ -191,7 +191,7 @@ class Watcher:
                 self.finish(run_id, state)
             elif job is not None and (job.done() or self.vanished(run_id, job)):
                 self.finish(run_id, self.settle(d, job))
-            elif job is None and not status.job_alive(d, state):
+            elif job is None and not self.attached_alive(d, state):
                 why = "the job that held this run (from another launch) ended without finishing it"
                 self.finish(run_id, rundir.update_state(d, state="failed", error=why))
             else:
@@ -202,6 +202,12 @@ class Watcher:
                        if r in self.steps]
             self.say(f"progress: {self.finished}/{len(self.specs)} runs done; running: {', '.join(running) or 'none'}")
 
+    @staticmethod
+    def attached_alive(run_dir: Path, state: dict) -> bool:
+        """A run another launch's job holds: alive while it holds the lock or SLURM lists it (or can't tell)."""
+        return (rundir.RunLock(run_dir).held_elsewhere()
+                or status.slurm_job_queued(state["job_id"]) is not False)
+
     def vanished(self, run_id: str, job) -> bool:
         """A SLURM job that left the queue without a result (killed, node lost; sacct may be off or lagging).
 
@@ -211,7 +217,7 @@ class Watcher:
         if self.kind != "slurm" or time.time() - self.checked.get(run_id, 0.0) < VANISH_CHECK_S:
             return False
         self.checked[run_id] = time.time()
-        if status.slurm_job_queued(job.job_id) or job.paths.result_pickle.exists():
+        if status.slurm_job_queued(job.job_id) is not False or job.paths.result_pickle.exists():  # None: can't tell
             self.misses.pop(run_id, None)
             return False
         self.misses[run_id] = self.misses.get(run_id, 0) + 1
@@ -354,9 +360,17 @@ def submit_all(kind: str, todo: list, sweep_dir: Path, opts: Options, watcher: W
             time.sleep(opts.poll_s)
 
 
+class SubmitError(RuntimeError):
+    """The scheduler refused the jobs (no controller, bad partition or account, ...)."""
+
+
 def submit_batch(ex, batch: list, sweep_dir: Path, opts: Options, kind: str, watcher: Watcher) -> None:
-    with ex.batch():
-        jobs = [ex.submit(new_job(spec, sweep_dir, opts, kind)) for spec in batch]
+    try:
+        with ex.batch():
+            jobs = [ex.submit(new_job(spec, sweep_dir, opts, kind)) for spec in batch]
+    except Exception as e:  # noqa: BLE001 - submitit raises FailedJobError, OSError, ... : report them all
+        raise SubmitError(f"submitting {len(batch)} job(s) with the {kind} executor failed: "
+                          f"{type(e).__name__}: {str(e).strip()}") from e
     for spec, job in zip(batch, jobs, strict=True):
         d = sweep_dir / spec.run_id
         rundir.update_state(d, job_id=str(job.job_id), log=job_log(job, kind))

@@ -100,19 +100,19 @@ def dry_run(specs: list, opts: launcher.Options, args) -> str:
     costs = [cost.estimate(s.cfg) for s in specs]
     gpu_label = f"GPU-h {args.gpu}@{args.mfu:.0%}"
     rows = [{"s": s, "c": c} for s, c in zip(specs, costs, strict=True)]
+    columns = [
+        ("run", lambda r: r["s"].run_id), ("variant", lambda r: r["s"].variant), ("seed", lambda r: r["s"].seed),
+        ("overrides", lambda r: " ".join(f"{k}={v}" for k, v in r["s"].overrides.items() if k not in shared) or "-"),
+        ("train FLOPs", lambda r: cost.human(r["c"].train_flops)),
+        ("eval FLOPs", lambda r: cost.human(r["c"].eval_flops)),
+        (gpu_label, lambda r: f"{r['c'].gpu_hours(args.gpu, args.mfu):.3g}"),
+    ]
+    if costs[0].params is not None:  # the fallback estimate: show its parameter count
+        columns.insert(4, ("params (est.)", lambda r: f"{r['c'].params / 1e6:.1f}M"))
     lines = [f"sweep {specs[0].sweep}, profile {specs[0].profile}: {len(specs)} runs -> executor {kind}, "
              f"results {args.results / specs[0].sweep}",
              "overrides shared by every run: " + " ".join(f"{k}={v}" for k, v in shared.items()), "",
-             status.table(rows, [
-                 ("run", lambda r: r["s"].run_id), ("variant", lambda r: r["s"].variant),
-                 ("seed", lambda r: r["s"].seed),
-                 ("overrides", lambda r: " ".join(f"{k}={v}" for k, v in r["s"].overrides.items() if k not in shared)
-                  or "-"),
-                 ("params", lambda r: f"{r['c'].params / 1e6:.1f}M" if r["c"].params else "-"),
-                 ("train FLOPs", lambda r: cost.human(r["c"].train_flops)),
-                 ("eval FLOPs", lambda r: cost.human(r["c"].eval_flops)),
-                 (gpu_label, lambda r: f"{r['c'].gpu_hours(args.gpu, args.mfu):.3g}"),
-             ]), ""]
+             status.table(rows, columns), ""]
     total = sum(c.flops for c in costs)
     lines.append(f"total: {cost.human(total)}, {sum(c.gpu_hours(args.gpu, args.mfu) for c in costs):.3g} GPU-hours "
                  f"on {args.gpu} (dense bf16 peak {cost.GPU_PEAK_FLOPS[args.gpu] / 1e12:.0f} TFLOP/s) at MFU "
@@ -159,6 +159,10 @@ def main(argv=None) -> int:
         print(f"error: sweep {args.sweep} is being launched by another process ({e}); wait for it, or follow it "
               "with --status", file=sys.stderr)
         return 3
+    except launcher.SubmitError as e:
+        print(f"error: {e}\n(runs not submitted stay pending; the next launch submits them. Without a working "
+              "SLURM controller, use --executor local)", file=sys.stderr)
+        return 1
     if not opts.wait:
         return 0
     print("\n" + status.summary_table(rows))

@@ -11,16 +11,22 @@ from pathlib import Path
 from ablations import rundir
 
 
-def slurm_job_queued(job_id) -> bool:
-    """True if SLURM still has the job pending, running or requeued (``squeue`` lists it)."""
+def slurm_job_queued(job_id) -> bool | None:
+    """Whether SLURM lists the job (pending, running, requeued): True, False, or None when no controller
+    answers (``squeue`` times out or can't connect). Not a SLURM job id, or no squeue: False."""
     if not job_id or not shutil.which("squeue") or not str(job_id).replace("_", "").isdigit():
         return False
     try:
         out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return True  # can't tell: don't start a second job on the run
-    return out.returncode == 0 and bool(out.stdout.strip())
+        return None
+    if out.returncode != 0:
+        return False if "Invalid job id" in out.stderr else None
+    return bool(out.stdout.strip())
+
+
+_no_controller = []  # set once squeue found no controller: don't wait ~20 s per run on it again
 
 
 def job_alive(run_dir, state: dict | None = None) -> bool:
@@ -28,7 +34,12 @@ def job_alive(run_dir, state: dict | None = None) -> bool:
     state = state or rundir.read_state(run_dir)
     if rundir.RunLock(run_dir).held_elsewhere():
         return True
-    return state["state"] in ("pending", "running") and slurm_job_queued(state["job_id"])
+    if state["state"] not in ("pending", "running") or _no_controller:
+        return False
+    queued = slurm_job_queued(state["job_id"])
+    if queued is None:  # no controller: whatever was queued can't run now, and a new submission would fail too
+        _no_controller.append(state["job_id"])
+    return bool(queued)
 
 
 def run_dirs(sweep_dir) -> list:

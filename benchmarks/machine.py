@@ -75,9 +75,10 @@ def compute_context(dev: torch.device):
 
 
 def env_info(dev: torch.device, batch: int | None = None) -> dict:
-    """What every benchmark records in extra_info: device, dtype, batch, threads, torch version."""
+    """What every benchmark records in extra_info: device, dtype, batch, threads, torch version, and the 1-minute
+    load average when it finished (other processes on the machine slow a CPU benchmark down)."""
     info = {"device": device_name(dev), "dtype": dtype_name(dev), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "load_avg_1m": round(os.getloadavg()[0], 2)}
     if batch is not None:
         info["batch"] = batch
     return info

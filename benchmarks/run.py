@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     plotted = exponents(data)["time_T"] is not None
     if plotted:
         plot(data, out / "scaling.png", title=first_info(data).get("device", ""))
-    text = summary_markdown(data, command)
+    text = summary_markdown(data, command, machine_id(device()))
     (out / "summary.md").write_text(text)
     print(f"\nSaved {saved.relative_to(ROOT)}, summary.md" + (" and scaling.png" if plotted else "")
           + f" in {out.relative_to(ROOT)}\n")

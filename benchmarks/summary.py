@@ -54,7 +54,8 @@ def row(b: dict) -> str:
     note = info.get("note", "")
     if "flops_per_s" in info and "mfu" in info:
         note = f"{fmt_number(info['flops_per_s'])}FLOP/s" + (f"; {note}" if note else "")
-    return (f"| {b['group'] or ''} | {case_name(b)} | {fmt_seconds(med)} ({b['stats']['rounds']}) | {through} | "
+    return (f"| {b['group'] or ''} | {case_name(b)} | {fmt_seconds(med)} | {fmt_seconds(b['stats']['min'])} "
+            f"({b['stats']['rounds']}) | {through} | "
             f"{memory_cell(info)} | {mfu} | {note} |")
 
 
@@ -62,8 +63,9 @@ def official_row(b: dict) -> str:
     """The official design's interleaved timing, recorded in the extra_info of the comparison benchmark."""
     info = b["extra_info"]
     mem = memory_cell({k.removeprefix("official_"): v for k, v in info.items() if k.startswith("official_")})
-    return (f"| {b['group']} | official design (interleaved) | {fmt_seconds(info['official_median_s'])} "
-            f"({len(info['official_s'])}) | {fmt_number(info['official_tokens_per_s'])} tokens/s | {mem} | "
+    return (f"| {b['group']} | official design (interleaved) | {fmt_seconds(info['official_median_s'])} | "
+            f"{fmt_seconds(min(info['official_s']))} ({len(info['official_s'])}) | "
+            f"{fmt_number(info['official_tokens_per_s'])} tokens/s | {mem} | "
             f"{100 * info['official_mfu']:.1f}% | {fmt_number(info['official_flops_per_s'])}FLOP/s |")
 
 
@@ -73,7 +75,8 @@ def speedup(data: dict) -> dict | None:
         info = b.get("extra_info", {})
         if b["group"] == OFFICIAL_GROUP and "speedup" in info:
             return {"official_s": info["official_median_s"], "ours_s": b["stats"]["median"], "speedup": info["speedup"],
-                    "official_mfu": info["official_mfu"], "ours_mfu": info["mfu"], "rounds": b["stats"]["rounds"]}
+                    "official_mfu": info["official_mfu"], "ours_mfu": info["mfu"], "rounds": b["stats"]["rounds"],
+                    "speedup_min": min(info["official_s"]) / b["stats"]["min"]}
     return None
 
 
@@ -81,16 +84,21 @@ def first_info(data: dict) -> dict:
     return next((b["extra_info"] for b in data["benchmarks"] if "torch" in b.get("extra_info", {})), {})
 
 
-def summary_markdown(data: dict, command: str = "python benchmarks/run.py") -> str:
+def summary_markdown(data: dict, command: str = "python benchmarks/run.py", machine: str = "") -> str:
     info, lines = first_info(data), []
     peak = info.get("matmul_peak_flops_per_s")
-    lines.append(f"Machine: {info.get('device', '?')}; torch {info.get('torch', '?')}, {info.get('threads', '?')} "
-                 f"threads, {info.get('dtype', '?')}; date {data.get('datetime', '?')[:19]}; command `{command}`.")
+    where = info.get("device", "?") + (f" (`{machine}`)" if machine else "")
+    lines.append(f"Machine: {where}; torch {info.get('torch', '?')}, {info.get('threads', '?')} threads, "
+                 f"{info.get('dtype', '?')}; date {data.get('datetime', '?')[:19]}; command `{command}`.")
     if peak:
         lines.append(f"Matmul peak (same session): {fmt_number(peak)}FLOP/s.")
+    loads = [b["extra_info"]["load_avg_1m"] for b in data["benchmarks"] if "load_avg_1m" in b.get("extra_info", {})]
+    if loads:
+        lines.append(f"1-minute load average after each benchmark: {min(loads):.1f} to {max(loads):.1f} "
+                     "(above the core count, other processes shared the CPU and times are inflated).")
     lines.append("")
-    lines.append("| group | case | median (rounds) | throughput | memory | MFU | notes |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| group | case | median | min (rounds) | throughput (median) | memory | MFU (median) | notes |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for b in data["benchmarks"]:
         lines.append(row(b))
         if "official_median_s" in b.get("extra_info", {}):
@@ -104,7 +112,8 @@ def summary_markdown(data: dict, command: str = "python benchmarks/run.py") -> s
                      f"{sp['rounds']} each): official {fmt_seconds(sp['official_s'])} "
                      f"(MFU {100 * sp['official_mfu']:.0f}%), "
                      f"ours {fmt_seconds(sp['ours_s'])} (MFU {100 * sp['ours_mfu']:.0f}%), speed-up "
-                     f"**{sp['speedup']:.2f}x** ({verdict} the {TARGET_SPEEDUP}x target).")
+                     f"**{sp['speedup']:.2f}x** ({verdict} the {TARGET_SPEEDUP}x target; "
+                     f"{sp['speedup_min']:.2f}x on the fastest step of each).")
     fits = exponents(data)
     if fits.get("time_T") is not None:
         parts = [f"step time ∝ T^{fits['time_T']:.2f}"]
@@ -122,8 +131,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", type=Path, help="a pytest-benchmark JSON file")
     p.add_argument("--command", default="python benchmarks/run.py", help="the command that produced it")
+    p.add_argument("--machine", default="", help="the machine id (results/bench/<machine-id>)")
     args = p.parse_args(argv)
-    print(summary_markdown(json.loads(args.json.read_text()), args.command), end="")
+    print(summary_markdown(json.loads(args.json.read_text()), args.command, args.machine), end="")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_train_step_vs_official(benchmark, dev, peak):
         check_loss(official())
         official_s.append(time.perf_counter() - t0)
 
-    rounds, warmup = 5, 1
+    rounds, warmup = 7, 1
     check_loss(benchmark.pedantic(ours, setup=official_step, rounds=rounds, warmup_rounds=warmup, iterations=1))
     official_s = official_s[warmup:]
     ours_med, official_med = median_s(benchmark), statistics.median(official_s)

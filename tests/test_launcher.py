@@ -252,3 +252,18 @@ def test_local_executor_runs_no_more_jobs_than_slots(tmp_path):
         spans.append((times[0], rundir.read_state(d)["updated"]))
     spans.sort()
     assert spans[0][1] <= spans[1][0], f"runs overlapped: {spans}"
+
+
+def test_refused_submission_exits_1_and_leaves_runs_pending(tmp_path, monkeypatch):
+    class Refusing:
+        def batch(self):
+            return contextlib.nullcontext()
+
+        def submit(self, fn):
+            raise OSError("sbatch: error: Batch job submission failed: Invalid account")
+
+    monkeypatch.setattr(launcher, "make_executor", lambda *a, **k: Refusing())
+    code, _, err = cli(tmp_path, "--executor", "slurm")
+    assert code == 1 and "Invalid account" in err and "submitting 2 job(s)" in err
+    for spec in specs():
+        assert rundir.read_state(tmp_path / "conditioning" / spec.run_id)["state"] == "pending"

@@ -6,6 +6,9 @@ their heads as views of that layout: spatial attention over N per frame, tempora
 spatial location. Module names follow the official ``models.py`` (RERV/VDT), so an official state dict
 maps onto ``VDT`` key for key (see vdt/official.py).
 
+Sizes come from ModelConfig; its presets (vdt.config.PRESETS) are VDT-S/2 and VDT-L/2 as in the official
+code, and cpu-tiny, cpu-small for CPU runs.
+
 Letters: B batch, T frames, k condition frames, C channels, H = W frame side, p patch, h = w = H / p,
 N = h * w tokens per frame, D hidden, nh heads, hd = D / nh.
 """
@@ -17,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from vdt.config import PRESETS, ModelConfig
+from vdt.config import ModelConfig
 
 #################################################################################
 #                                    Helpers                                    #
@@ -186,8 +189,8 @@ class VDTBlock(nn.Module):
         x = x + gated_linear(a, self.attn.proj, gate_msa).view(B, T, N, D)
         if ctx is not None:
             x = x + self.cross_attn(self.cross_norm(x).view(B, T * N, D), ctx).view(B, T, N, D)
-        h = F.gelu(modulated_linear(self.norm2(x).view(B, T * N, D), self.mlp.fc1, shift_mlp, scale_mlp), approximate="tanh")
-        return x + gated_linear(h, self.mlp.fc2, gate_mlp).view(B, T, N, D)
+        h = modulated_linear(self.norm2(x).view(B, T * N, D), self.mlp.fc1, shift_mlp, scale_mlp)  # (B, T*N, rD)
+        return x + gated_linear(F.gelu(h, approximate="tanh"), self.mlp.fc2, gate_mlp).view(B, T, N, D)
 
     def temporal(self, x):
         """Attention over T at every spatial location, then proj and temporal_fc: (B, T, N, D) -> same."""
@@ -195,8 +198,9 @@ class VDTBlock(nn.Module):
         nh = self.temporal_attn.heads
         # q, k, v from three slices of the one qkv weight, so each is a dense (B, T, N, D) and the
         # heads of every location are a strided view (B, N*nh, T, hd): no copies before attention.
+        qkv = self.temporal_attn.qkv
         q, k, v = (F.linear(x, w, b).view(B, T, N * nh, D // nh).transpose(1, 2)
-                   for w, b in zip(self.temporal_attn.qkv.weight.chunk(3), self.temporal_attn.qkv.bias.chunk(3)))
+                   for w, b in zip(qkv.weight.chunk(3), qkv.bias.chunk(3), strict=True))
         o = F.scaled_dot_product_attention(q, k, v)  # (B, N*nh, T, hd)
         o = o.transpose(1, 2).reshape(B, T, N, D)
         # temporal_fc(proj(o)) is one affine map: compose the weights (D^3 work) instead of two token passes.
@@ -359,7 +363,7 @@ def sincos_2d(dim, side):
 
 
 #################################################################################
-#                                 FLOPs and presets                             #
+#                                     FLOPs                                     #
 #################################################################################
 
 
@@ -390,6 +394,3 @@ def count_flops(cfg: ModelConfig, batch: int) -> float:
     forward = noisy * (2 * p_tok + attn) + cond_tok * 2 * (p * p * C * D + (cfg.depth * 2 * D * D if cross else 0))
     return 3.0 * forward
 
-
-# The sizes live in vdt.config.PRESETS (VDT-S/2, VDT-L/2 as the official code; cpu-tiny, cpu-small for CPU).
-PRESET_NAMES = tuple(PRESETS)

@@ -13,6 +13,7 @@ every rank and each rank takes its slice, so 2 processes match 1 process at the 
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -41,12 +42,18 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 16 + stream)
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, length: int) -> torch.Tensor:
+    """The seeded permutation of the dataset that epoch ``epoch`` reads in order."""
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
 def batch_indices(seed: int, step: int, batch: int, length: int) -> list:
-    """(epoch, dataset index) pairs of global step ``step``: epochs are seeded permutations, read in order."""
+    """(epoch, dataset index) pairs of global step ``step``."""
     start, out = step * batch, []
     while len(out) < batch:
         epoch, offset = divmod(start + len(out), length)
-        perm = torch.randperm(length, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        perm = epoch_order(seed, epoch, length)
         out.extend((epoch, i) for i in perm[offset: offset + batch - len(out)].tolist())
     return out
 
