@@ -2,8 +2,6 @@
 (``pip install -e '.[dev]'``, as the README says): torch is several GB, and a fresh virtualenv per
 session would copy it every time. ``nox -l`` lists the sessions."""
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "none"
@@ -34,6 +32,6 @@ def slurm(session):
     """Bring up a one-node SLURM cluster (root, apt), run the tests marked slurm, take it down."""
     session.run("bash", "scripts/slurm_up.sh", external=True)
     try:
-        session.run("pytest", "-m", "slurm", *session.posargs, env={"VDT_SLURM": "1", **os.environ})
+        session.run("pytest", "-m", "slurm", *session.posargs)
     finally:
         session.run("bash", "scripts/slurm_down.sh", external=True)

@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_to_the_same_weights(swept, tmp_path):
     rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
     train.main(spec.cfg.with_overrides(["train.steps=2"]), d, progress=False)  # the part before the kill
     rundir.write_json(d / "config.json", spec.cfg.to_dict())
-    rundir.update_state(d, state="running", attempts=1, job_id="12345", step=2)
+    rundir.update_state(d, state="running", attempts=1, job_id="DEBUG_1", step=2)
 
     code, out, _ = cli(tmp_path, "--status")
     assert code == 0 and "no job: relaunch resumes it" in out and "2/4" in out

@@ -1,7 +1,7 @@
 """VDT: the Video Diffusion Transformer (Lu et al., ICLR 2024), with three ways to feed clean condition frames.
 
 Reads bottom-up, like DiT's models.py: helpers, embedders, block, final layer, the model, positional
-embeddings, presets. Tokens are kept as (B, T, N, D) from embedding to output, so both attentions take
+embeddings, the FLOP count. Tokens are kept as (B, T, N, D) from embedding to output, so both attentions take
 their heads as views of that layout: spatial attention over N per frame, temporal attention over T per
 spatial location. Module names follow the official ``models.py`` (RERV/VDT), so an official state dict
 maps onto ``VDT`` key for key (see vdt/official.py).
@@ -209,11 +209,10 @@ class VDTBlock(nn.Module):
 
     def spatial(self, qkv, T):
         """Attention over the N tokens of each frame: qkv (B, T*N, 3D) -> (B, T*N, D)."""
-        B, L, D3 = qkv.shape
-        nh = self.attn.heads
-        q, k, v = rearrange(qkv, "b (t n) (three h d) -> three (b t) h n d", t=T, three=3, h=nh)
+        # Heads as a strided view of qkv (no copy); the frames of a video are the attention batch.
+        q, k, v = rearrange(qkv, "b (t n) (three h d) -> three (b t) h n d", t=T, three=3, h=self.attn.heads)
         o = F.scaled_dot_product_attention(q, k, v)  # (B*T, nh, N, hd)
-        return rearrange(o, "(b t) h n d -> b (t n) (h d)", b=B)
+        return rearrange(o, "(b t) h n d -> b (t n) (h d)", t=T)
 
 
 class FinalLayer(nn.Module):
