@@ -37,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides applied to every run, e.g. --set train.steps=100 eval.num_videos=8 "
                         "(repeatable)")
+    p.add_argument("--data", metavar="NAME:ROOT", help="dataset shortcut, e.g. ucf101:/data/ucf "
+                                                     "(= --set data.name=ucf101 data.root=/data/ucf)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds per variant (default: the profile's)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all; see --list)")
     p.add_argument("--results", default="results/runs", type=Path,
@@ -141,7 +143,11 @@ def main(argv=None) -> int:
         print(status.status_table(rows) if rows else f"no runs under {sweep_dir}")
         return 0
     try:
-        sets = sweeps.parse_sets([kv for group in args.set for kv in group])
+        items = [kv for group in args.set for kv in group]
+        if args.data:
+            name, _, root = args.data.partition(":")
+            items = [f"data.name={name}"] + ([f"data.root={root}"] if root else []) + items
+        sets = sweeps.parse_sets(items)
         specs = sweeps.expand(args.sweep, args.profile, sets, seeds=args.seeds, variants=args.variants)
         opts = options_from_args(args, sweeps.PROFILES[args.profile])
     except (ConfigError, ValueError) as e:

@@ -37,5 +37,6 @@ def dev() -> torch.device:
 
 @pytest.fixture(scope="session")
 def peak(dev) -> dict:
-    """The matmul peak MFU divides by, measured once per session on this device (benchmarks/machine.py)."""
+    """The matmul peak MFU divides by, measured on this device at the start and refreshed before each training
+    benchmark (the best rate of the session so far; benchmarks/machine.py)."""
     return matmul_peak(dev)

@@ -121,6 +121,17 @@ def peak_rss_mb() -> float:
 # The matmul peak
 # ----------------------------------------------------------------------------------------------------------------------
 
+def refresh_peak(peak: dict, dev: torch.device) -> dict:
+    """Re-measure the peak at the largest size (a couple of calls) and keep the best rate seen in the session.
+
+    Called before each training benchmark: on a machine shared with other processes, a peak measured once at the
+    start can be slower than the machine is later, and MFU would exceed 100%."""
+    now = matmul_peak(dev, sizes=(peak["n"],), reps=2)
+    if now["flops_per_s"] > peak["flops_per_s"]:
+        peak.update(now)
+    return peak
+
+
 def matmul_peak(dev: torch.device, sizes=None, reps: int | None = None) -> dict:
     """The best FLOP/s of square matmuls (2 n^3 FLOPs each) in the benchmarks' precision.
 

@@ -3,8 +3,9 @@
     python benchmarks/scaling_plot.py results/bench/<machine-id>/<platform>/0001_*.json [--out scaling.png]
 
 Reads the "scaling" benchmarks of a pytest-benchmark JSON (benchmarks/test_bench_scaling.py). The exponent a of
-step time in T is the slope of log(median seconds) against log(T) at a fixed frame size; for the frame size the x
-axis is the spatial tokens per frame, N = (side / patch)^2.
+step time in T is the slope of log(seconds) against log(T) at a fixed frame size; for the frame size the x axis is
+the spatial tokens per frame, N = (side / patch)^2. Seconds are the fastest round of each point (the least disturbed
+by other processes on a shared machine).
 """
 
 import argparse
@@ -27,7 +28,7 @@ def scaling_points(data: dict) -> list:
         if not b["group"] or not b["group"].startswith("scaling") or "frames" not in info:
             continue
         points.append({"frames": info["frames"], "side": info["side"], "spatial_tokens": info["spatial_tokens"],
-                       "seconds": b["stats"]["median"], "mem_mb": info.get("step_mem_mb"),
+                       "seconds": b["stats"]["min"], "mem_mb": info.get("step_mem_mb"),
                        "series": info.get("series", [])})
     return sorted(points, key=lambda p: (p["frames"], p["side"]))
 
@@ -72,7 +73,7 @@ def plot(data: dict, out: Path, title: str = "") -> dict:
         ax.loglog(grid, c * grid**a, "-", color="C0", alpha=0.6, label=f"fit: time ∝ {sym}^{a:.2f}")
         ax.loglog(grid, sec[0] * grid / x[0], ":", color="grey", label=f"linear in {sym} (reference)")
         ax.set_xlabel(label)
-        ax.set_ylabel("seconds per training step")
+        ax.set_ylabel("seconds per training step (fastest round)")
         if all(m is not None and m > 0 for m in mem):
             am, cm = fit_exponent(x, mem)
             twin = ax.twinx()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.bench_model_speed import official_like
-from benchmarks.machine import ROOT, compute_context, median_s, record, sync
+from benchmarks.machine import ROOT, compute_context, median_s, record, refresh_peak, sync
 from vdt.config import RunConfig
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
@@ -150,6 +150,7 @@ def step_info(step: TrainStep, sec: float, peak: dict, prefix: str = "") -> dict
 def bench_step(benchmark, dev, peak, overrides, batch, impl="ours", rounds=3, warmup=1) -> None:
     """Time one training step (median of ``rounds`` after ``warmup``), then record tokens/s, MFU and memory."""
     step = build_step(step_config(overrides), batch, impl, dev)
+    refresh_peak(peak, dev)
     check_loss(benchmark.pedantic(step, rounds=rounds, warmup_rounds=warmup, iterations=1))
     record(benchmark, dev, batch, impl=impl, config=" ".join(overrides), items=step.tokens, unit="tokens",
            params=sum(p.numel() for p in step.model.parameters()), flops=step.flops,

@@ -17,7 +17,8 @@ OFFICIAL_GROUP = "train step: ours vs official design"
 TARGET_SPEEDUP = 1.2
 FLOPS_NOTE = ("MFU = model FLOPs per training step (`vdt.model.count_flops(cfg.model, batch)`: forward + backward, "
               "backward = 2x forward) / median step time / the matmul peak measured in the same session (best of "
-              "square fp32 matmuls, n = 1024 and 2048, on the CPU; bf16 n = 8192 on CUDA; 2n^3 FLOPs each).")
+              "square fp32 matmuls, n = 1024 and 2048, on the CPU; bf16 n = 8192 on CUDA; 2n^3 FLOPs each; re-measured "
+              "before each training benchmark, the best rate so far counts).")
 
 
 def fmt_seconds(s: float) -> str:
@@ -86,12 +87,14 @@ def first_info(data: dict) -> dict:
 
 def summary_markdown(data: dict, command: str = "python benchmarks/run.py", machine: str = "") -> str:
     info, lines = first_info(data), []
-    peak = info.get("matmul_peak_flops_per_s")
+    peaks = [b["extra_info"]["matmul_peak_flops_per_s"] for b in data["benchmarks"]
+             if "matmul_peak_flops_per_s" in b.get("extra_info", {})]
+    peak = max(peaks, default=None)
     where = info.get("device", "?") + (f" (`{machine}`)" if machine else "")
     lines.append(f"Machine: {where}; torch {info.get('torch', '?')}, {info.get('threads', '?')} threads, "
                  f"{info.get('dtype', '?')}; date {data.get('datetime', '?')[:19]}; command `{command}`.")
     if peak:
-        lines.append(f"Matmul peak (same session): {fmt_number(peak)}FLOP/s.")
+        lines.append(f"Matmul peak (best of the session): {fmt_number(peak)}FLOP/s.")
     loads = [b["extra_info"]["load_avg_1m"] for b in data["benchmarks"] if "load_avg_1m" in b.get("extra_info", {})]
     if loads:
         lines.append(f"1-minute load average after each benchmark: {min(loads):.1f} to {max(loads):.1f} "
@@ -121,7 +124,8 @@ def summary_markdown(data: dict, command: str = "python benchmarks/run.py", mach
             parts.append(f"step memory ∝ T^{fits['mem_T']:.2f}")
         if fits.get("time_side") is not None:
             parts.append(f"step time ∝ N^{fits['time_side']:.2f} in spatial tokens N at T = 16")
-        lines.append("Scaling (cpu-small, batch 2; log-log least squares): " + ", ".join(parts) + ". See scaling.png.")
+        lines.append("Scaling (cpu-small, batch 2; log-log least squares on the fastest round): " + ", ".join(parts)
+                     + ". See scaling.png.")
     lines.append("")
     lines.append(FLOPS_NOTE)
     return "\n".join(lines) + "\n"

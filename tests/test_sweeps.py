@@ -127,3 +127,12 @@ def test_cost_fallback_without_count_flops(monkeypatch):
                                           * s.cfg.train.steps)
     deeper = cost.estimate(s.cfg.with_overrides(["model.depth=4"]))
     assert deeper.params > c.params
+
+
+def test_data_shortcut_reaches_every_run():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "ablations/run.py", "--sweep", "depth", "--profile", "paper", "--data",
+                          "ucf101:/data/UCF", "--dry-run", "--executor", "slurm"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "data.name=ucf101" in out.stdout and "data.root=/data/UCF" in out.stdout

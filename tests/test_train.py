@@ -166,6 +166,12 @@ def test_bad_config_names_the_field(override, field):
         RunConfig().with_overrides([override])
 
 
+def test_data_shortcut_sets_name_and_root(tmp_path):
+    args = train.get_args_parser().parse_args(["--data", f"sky:{tmp_path}", "--set", "data.size=64"])
+    cfg = train.config_from_args(args)
+    assert (cfg.data.name, cfg.data.root, cfg.data.size) == ("sky", str(tmp_path), 64)
+
+
 def test_cli_help_and_bad_set():
     out = subprocess.run([sys.executable, "-m", "vdt.train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--run-dir" in out.stdout and "--set" in out.stdout

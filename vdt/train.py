@@ -278,6 +278,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, help="checkpoint interval in steps (train.ckpt_every)")
     p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set model.depth=8 data.frames=16 (repeatable)")
+    p.add_argument("--data", metavar="NAME:ROOT", help="dataset shortcut, e.g. ucf101:/data/ucf "
+                                                     "(= --set data.name=ucf101 data.root=/data/ucf)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -287,6 +289,9 @@ def config_from_args(args) -> RunConfig:
     saved = Path(args.run_dir or "") / "config.json"
     cfg = load_config(saved) if args.run_dir and saved.exists() else RunConfig()
     overrides = [kv for group in args.set for kv in group]
+    if args.data:
+        name, _, root = args.data.partition(":")
+        overrides += [f"data.name={name}"] + ([f"data.root={root}"] if root else [])
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.ckpt_every is not None:
