@@ -7,7 +7,7 @@ STATE=${VDT_SLURM_STATE:-/var/lib/vdt-slurm}
 PIDS=$STATE/pids
 [ -s "$PIDS" ] || { echo "slurm_down: nothing recorded in $PIDS"; exit 0; }
 
-alive() { [ -r "/proc/$2/comm" ] && [ "$(cat "/proc/$2/comm")" = "$1" ]; }
+alive() { [ -r "/proc/$2/comm" ] && [ "$(cat "/proc/$2/comm" 2>/dev/null)" = "$1" ]; }
 
 tac "$PIDS" | while read -r name pid; do
     if ! alive "$name" "$pid"; then echo "slurm_down: $name ($pid) not running"; continue; fi
