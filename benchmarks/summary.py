@@ -9,6 +9,7 @@ model, optimiser and batch exist), max allocated on CUDA. MFU: see ``FLOPS_NOTE`
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from benchmarks.scaling_plot import exponents
@@ -97,8 +98,10 @@ def summary_markdown(data: dict, command: str = "python benchmarks/run.py", mach
         lines.append(f"Matmul peak (best of the session): {fmt_number(peak)}FLOP/s.")
     loads = [b["extra_info"]["load_avg_1m"] for b in data["benchmarks"] if "load_avg_1m" in b.get("extra_info", {})]
     if loads:
-        lines.append(f"1-minute load average after each benchmark: {min(loads):.1f} to {max(loads):.1f} "
-                     "(above the core count, other processes shared the CPU and times are inflated).")
+        busy = max(loads) > (os.cpu_count() or 1)
+        lines.append(f"1-minute load average after each benchmark (the suite's own threads included): {min(loads):.1f} "
+                     f"to {max(loads):.1f}" + (": above the core count, other processes shared the CPU and times are "
+                                               "inflated." if busy else "."))
     lines.append("")
     lines.append("| group | case | median | min (rounds) | throughput (median) | memory | MFU (median) | notes |")
     lines.append("|---|---|---|---|---|---|---|---|")
