@@ -133,9 +133,10 @@ def time_unit(max_seconds: float) -> tuple:
 
 
 def read_bench(bench_dir: Path) -> list:
-    """Benchmarks that record a token count, from results/bench/<machine-id>/*.json (pytest-benchmark JSON)."""
+    """Benchmarks that record a token count (or tokens/s), from results/bench/<machine-id>/**/*.json
+    (pytest-benchmark JSON; it keeps its files in a subfolder per interpreter)."""
     points = []
-    for path in sorted(Path(bench_dir).glob("*/*.json")):
+    for path in sorted(Path(bench_dir).glob("*/**/*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -144,10 +145,14 @@ def read_bench(bench_dir: Path) -> list:
         for b in data.get("benchmarks", []):
             extra, stats = b.get("extra_info") or {}, b.get("stats") or {}
             seconds = extra.get("step_time_s", stats.get("median", stats.get("mean")))
-            if extra.get("tokens") is None or seconds is None:
+            tokens = extra.get("tokens")
+            if tokens is None and extra.get("tokens_per_s") is not None and seconds is not None:
+                tokens = extra["tokens_per_s"] * seconds  # tokens per step
+            if tokens is None or seconds is None:
                 continue
             name = b.get("group") or str(b.get("name", "?")).split("[")[0]
-            points.append({"machine": path.parent.name, "name": name, "tokens": float(extra["tokens"]),
+            machine = path.relative_to(bench_dir).parts[0]
+            points.append({"machine": machine, "name": name, "tokens": float(tokens),
                            "seconds": float(seconds), "extra": extra})
     return points
 
@@ -161,7 +166,9 @@ def plot_cost(points: list, stem: Path) -> list:
     for machine, name in keys:
         pts = sorted((p["tokens"], p["seconds"]) for p in points if (p["machine"], p["name"]) == (machine, name))
         t, s = np.array(pts).T
-        ax.plot(t, s * 1e3, marker="o", ms=4, lw=1.4, label=f"{name} ({machine})")
+        # Only a scaling series is one model at growing length; other groups compare different configs.
+        ax.plot(t, s * 1e3, marker="o", ms=4, lw=1.4 if name.startswith("scaling") else 0,
+                label=f"{name} ({machine})")
     tokens = [p["tokens"] for p in points]
     times = [p["seconds"] for p in points]
     if fits_log(tokens):
