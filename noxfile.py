@@ -10,7 +10,7 @@ nox.options.sessions = ["lint", "tests"]
 
 @nox.session
 def tests(session):
-    """The test suite (CPU, about 10 minutes on 2 cores); SLURM tests skip unless the cluster is up."""
+    """The test suite (CPU, about 3 minutes on 2 idle cores); SLURM tests skip unless the cluster is up."""
     session.run("pytest", "-m", "not slurm", *session.posargs)
 
 
