@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     failed = status.failures_text(rows)
     if failed:
         print("\n" + failed)
-    print(f"\nruns: {sweep_dir}\nreport: python metrics/report.py --sweep {args.sweep}")
+    where = "" if args.results == Path("results/runs") else f" --results {args.results} --out DIR"
+    print(f"\nruns: {sweep_dir}\nreport: python metrics/report.py --sweep {args.sweep}{where}")
     return 1 if any(r["state"] != "done" for r in rows) else 0
 
 

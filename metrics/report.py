@@ -121,8 +121,13 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_runs(results: Path, sweeps=None) -> dict:
-    """{sweep: [Run]} for every run directory under <results>/runs/ (or only the named sweeps)."""
+    """{sweep: [Run]} for every run directory under <results>/runs/ (or only the named sweeps).
+
+    ``results`` may also be the runs directory itself, as the launcher's ``--results`` names it."""
     root = Path(results) / "runs"
+    if not root.is_dir() and Path(results).is_dir() and any(
+            is_run_dir(r) for s in Path(results).iterdir() if s.is_dir() for r in s.iterdir()):
+        root = Path(results)
     found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if sweeps:
         unknown = sorted(set(sweeps) - set(found))

@@ -290,6 +290,15 @@ def test_cli_writes_report(tmp_path):
     assert (tmp_path / "out" / "conditioning" / "table.tex").is_file()
 
 
+def test_results_may_name_the_runs_dir_itself(tmp_path):
+    """The launcher's --results is the runs directory; the report accepts it as well as its parent."""
+    runs = tmp_path / "my-runs"
+    make_run(runs, "conditioning", "token_concat", 0, "done", {"predict": scores(30.0, 0.3, 300.0, 0)})
+    assert list(report.find_runs(runs)) == ["conditioning"]
+    assert report.main(["--results", str(runs), "--out", str(tmp_path / "out"), "--bootstrap", "10"]) == 0
+    assert (tmp_path / "out" / "conditioning" / "index.html").is_file()
+
+
 def test_no_runs_is_an_error_that_names_the_command(tmp_path, capsys):
     assert report.main(["--results", str(tmp_path / "empty")]) != 0
     assert "python ablations/run.py --sweep conditioning" in capsys.readouterr().err
