@@ -1,11 +1,14 @@
 """Training-step speed of our VDT against the official architecture, side by side on the CPU.
 
-    python benchmarks/bench_model_speed.py [--threads 2] [--steps 5]
+    python benchmarks/bench_model_speed.py [--threads 2] [--steps 5] [--compile] [--profile]
 
 One step is a full AdamW update: forward, MSE loss, backward, optimizer step. Both models get the same
 config (the issue's: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
 tokens), the same inputs, and alternate step by step, so background load hits both alike. Prints the
 median step times, the speed-up and the MFU against a measured fp32 matmul peak.
+
+--compile wraps both models in torch.compile (the first, untimed step compiles: a minute or two on a CPU).
+--profile then profiles one more step of each and prints where the time goes, op by op.
 """
 
 import argparse
@@ -93,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's machine: 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model, after one warm-up step")
     parser.add_argument("--batch", type=int, default=8, help="videos per step")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models before timing")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of one profiled step of each")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -100,13 +105,16 @@ def main(argv=None):
     x = torch.randn(args.batch, cfg.frames, cfg.channels, cfg.size, cfg.size)
     t = torch.randint(0, 1000, (args.batch,))
     ours, official = VDT(cfg), official_like(cfg)
+    if args.compile:
+        ours, official = torch.compile(ours), torch.compile(official)
     y = torch.zeros(args.batch, dtype=torch.long)
-    times = time_side_by_side({"ours": train_step(ours, x, t), "official": train_step(official, x, t, y)},
-                              steps=args.steps)
+    steps = {"ours": train_step(ours, x, t), "official": train_step(official, x, t, y)}
+    times = time_side_by_side(steps, steps=args.steps)
     peak = matmul_peak()
     flops = count_flops(cfg, args.batch)
     tokens = args.batch * cfg.frames * (cfg.size // cfg.patch) ** 2
-    print(f"device cpu, threads {torch.get_num_threads()}, fp32, batch {args.batch} ({tokens} tokens), "
+    print(f"device cpu, threads {torch.get_num_threads()}, fp32{', torch.compile' if args.compile else ''}, "
+          f"batch {args.batch} ({tokens} tokens), "
           f"depth {cfg.depth}, hidden {cfg.hidden}, heads {cfg.heads}; {flops / 1e9:.1f} GFLOP per step")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (2048x2048 fp32, best of 5)")
     wall = {name: statistics.median(w for w, _ in ts) for name, ts in times.items()}
@@ -116,6 +124,43 @@ def main(argv=None):
               f"wall {[round(w, 2) for w, _ in ts]}")
     print(f"speed-up {wall['official'] / wall['ours']:.2f}x (median wall), {cpu['official'] / cpu['ours']:.2f}x "
           "(median process CPU time: steadier on a shared machine, with OMP_WAIT_POLICY=PASSIVE)")
+    if args.profile:
+        for name, step in steps.items():
+            print_profile(name, step)
+
+
+# Where a step's op time goes: the first matching group, by op name; the rest is "other".
+OP_GROUPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution"),
+    "attention kernels": ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention"),
+    "GELU": ("aten::gelu",),
+    "copies, cats (rearranges)": ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous"),
+    "layer norm": ("aten::native_layer_norm",),
+    "elementwise (modulation, residual, grads)": ("aten::mul", "aten::add", "aten::sum", "aten::fill_",
+                                                   "aten::div", "aten::sub"),
+}
+
+
+def print_profile(name, step, rows=12):
+    """Profile one step and print its op time by group, then its most expensive ops with their input shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    groups = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+    for e in events:
+        group = next((g for g, prefixes in OP_GROUPS.items() if e.key.startswith(prefixes)), "other")
+        groups[group] += e.self_cpu_time_total
+    print(f"\n{name}: {total / 1e6:.2f} s of op time (self CPU, all threads' work counted once) in one step")
+    for group, us in groups.items():
+        print(f"  {us / total:6.1%} {us / 1e6:6.2f} s  {group}")
+    print(f"  top {rows} ops:")
+    for e in events[:rows]:
+        shapes = ", ".join(str(list(s)) for s in e.input_shapes if s)
+        print(f"  {e.self_cpu_time_total / total:6.1%} {e.self_cpu_time_total / 1e3:8.1f} ms {e.count:4d}x  "
+              f"{e.key[:44]:44s} {shapes[:70]}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ For each task (a mask kind, optionally with parameters), the EMA weights generat
 region of N test clips (DDIM or DDPM). Frame metrics (PSNR, SSIM, LPIPS) are computed on the
 generated frames only (frames with any mask = 1 cell), averaged over those frames, then over
 videos. FVD is computed on whole clips (given frames included), against real test clips whose
-I3D statistics are cached once per dataset and protocol.
+I3D statistics are cached once per dataset and protocol. Two trivial fills of the generated region
+(black, and the nearest fully given frame; ``metrics/baselines.py``) are scored with the same frame
+protocol and stored beside the model's numbers, under each task's ``baselines``.
 
 Resumable: samples and I3D features are cached per batch under ``DIR/eval_cache/``; a killed
 evaluation restarts from them. Missing weights (I3D, the LPIPS AlexNet trunk) make that metric
@@ -33,6 +35,7 @@ from einops import rearrange
 from tqdm import tqdm
 
 from metrics import HIGHER_IS_BETTER, frame, fvd, perceptual
+from metrics.baselines import baseline_fills
 from metrics.i3d import InceptionI3d, load_i3d
 from metrics.weights import WeightsMissingError, resolve_i3d_weights, sha256_file
 from vdt.config import MASK_KINDS, ConfigError, MaskConfig, RunConfig, coerce, load_config
@@ -45,6 +48,7 @@ from vdt.model import VDT
 # Task parameters on the command line (predict:k=4) and the MaskConfig field each sets.
 TASK_PARAMS = {"k": "predict_k", "stride": "interpolate_stride", "p": "random_p", "ratio": "spatial_ratio"}
 LPIPS_MIN_SIDE = 64  # frames smaller than this are upsampled (bilinear) for AlexNet, and the protocol says so
+PSNR_CAP_DB = 100.0  # a frame equal to the truth (a black fill of a black region) counts as this, not +inf
 
 
 def parse_task(spec: str, cfg: RunConfig) -> tuple:
@@ -166,7 +170,11 @@ class Evaluator:
         return torch.cat(reals), torch.cat(fakes, dim=1), torch.cat(masks)
 
     # ---------------------------------------------------------------- metrics
-    def frame_scores(self, real, fakes, mask, kind: str) -> tuple:
+    def pixel_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask on the latent grid (VAE runs: 8x smaller) -> on the pixel grid, (N, T, H, W)."""
+        return mask if self.vae is None else mask.repeat_interleave(8, -1).repeat_interleave(8, -2)
+
+    def frame_scores(self, real, fakes, mask, kind: str, lpips: bool = True) -> tuple:
         """Per-video PSNR/SSIM/LPIPS over generated frames (best of k per metric), and reasons for missing ones."""
         scores, missing = {}, {}
         if kind == "unconditional":
@@ -174,15 +182,14 @@ class Evaluator:
                 missing[m] = "unconditional generation has no ground truth for the generated frames"
             return scores, missing
         k, N, T = fakes.shape[:3]
-        pixel_mask = mask if self.vae is None else mask.repeat_interleave(8, -1).repeat_interleave(8, -2)
-        gen = (pixel_mask.flatten(2).amax(-1) > 0).float()  # (N, T): frames with anything generated
+        gen = (self.pixel_mask(mask).flatten(2).amax(-1) > 0).float()  # (N, T): frames with anything generated
         ref = to_unit(rearrange(real.unsqueeze(0).expand_as(fakes), "k n t c h w -> (k n t) c h w"))
         out = to_unit(rearrange(fakes, "k n t c h w -> (k n t) c h w"))
-        fns = {"psnr": frame.psnr, "ssim": frame.ssim}
-        if self.cfg.eval.lpips:
+        fns = {"psnr": lambda a, b: frame.psnr(a, b).clamp(max=PSNR_CAP_DB), "ssim": frame.ssim}
+        if self.cfg.eval.lpips and lpips:
             fns["lpips"] = self._lpips
         else:
-            missing["lpips"] = "LPIPS disabled (eval.lpips=false)"
+            missing["lpips"] = "LPIPS disabled (eval.lpips=false)" if lpips else "not computed for baselines"
         for name, fn in fns.items():
             try:
                 per_frame = rearrange(fn(out, ref), "(k n t) -> k n t", k=k, n=N)
@@ -235,6 +242,8 @@ class Evaluator:
         values = {m: (float(scores[m].mean()) if m in scores else None) for m in ("psnr", "ssim", "lpips")}
         values["fvd"] = fvd_rec["fvd"] if fvd_rec else None
         self._save_samples(spec, real, fakes[0], mask)
+        baselines = {name: {m: float(v.mean()) for m, v in self.frame_scores(real, fill, mask, kind, False)[0].items()}
+                     for name, fill in baseline_fills(real, self.pixel_mask(mask)).items()}
         e = self.cfg.eval
         protocol = {
             "task": kind, "task_params": params, "sampler": e.sampler, "sample_steps": e.sample_steps, "eta": e.eta,
@@ -244,13 +253,15 @@ class Evaluator:
             "generated_share": float(mask.float().mean()), "best_of": e.best_of,
             "best_of_rule": "per metric and video, the best of k samples (MCVD); FVD uses sample 0",
             "frame_metrics_on": "frames with any generated cell, mean over frames then videos",
-            "psnr": "per frame, data range 1", "ssim": "per frame, Gaussian 11/1.5, per RGB channel, skimage crop",
+            "psnr": f"per frame, data range 1, at most {PSNR_CAP_DB:g} dB (a frame equal to the truth)",
+            "ssim": "per frame, Gaussian 11/1.5, per RGB channel, skimage crop",
             "lpips": f"alex v0.1 per frame, inputs under {LPIPS_MIN_SIDE}px upsampled bilinear to {LPIPS_MIN_SIDE}",
             "weights": "ema", "checkpoint_step": self.step, "fvd": fvd_rec, "uncalibrated": self.uncalibrated,
             "real_clips": getattr(self.data, "protocol", lambda: {"dataset": self.cfg.data.name, "split": "test"})(),
         }
         per_video = {m: (scores[m].tolist() if m in scores else None) for m in ("psnr", "ssim", "lpips")}
-        return {"metrics": values, "missing": missing, "per_video": per_video, "protocol": protocol}
+        return {"metrics": values, "missing": missing, "per_video": per_video, "protocol": protocol,
+                "baselines": {k: v for k, v in baselines.items() if v}}
 
     def _save_samples(self, name, real, fake, mask) -> None:
         out = self.run_dir / "samples"

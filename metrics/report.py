@@ -350,7 +350,8 @@ def sweep_report(sweep: str, runs: list, results: Path, out: Path, n_boot: int, 
                      error=r.error or "(no error recorded)") for r in runs if r.state == "failed"],
         unfinished=[dict(variant=r.variant, seed=r.seed, run_id=r.run_id, state=r.state, step=r.step)
                     for r in runs if r.state in ("running", "pending")],
-        notes=notes, env=report_page.environment([e for r in runs for e in r.env], REPO))
+        notes=notes, env=report_page.environment([e for r in runs for e in r.env], REPO),
+        baselines=report_tables.baseline_table([r.eval for r in runs]))
     index, _ = report_page.write_page(page, root)
     return index
 
@@ -370,7 +371,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog=f"No runs yet? Make some with: {MAKE_RUNS}")
     parser.add_argument("--results", default="results",
                         help="folder holding runs/<sweep>/<run_id>/ and bench/<machine>/*.json (default: results)")
-    parser.add_argument("--sweep", nargs="+", default=None, metavar="NAME",
+    parser.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="NAME",
                         help="sweeps to report (default: every sweep under <results>/runs/)")
     parser.add_argument("--out", default=None, help="where the <sweep>/ report folders go (default: --results)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CI (default: 2000)")

@@ -46,6 +46,7 @@ class Page:
     unfinished: list  # dicts: variant, seed, run_id, state, step
     notes: list  # warnings about a partly done sweep
     env: dict  # label -> text
+    baselines: report_tables.Table | None = None  # trivial fills of the generated region, per task
 
 
 def git_commit(repo: Path) -> str:
@@ -116,6 +117,8 @@ def render_html(page: Page, root: Path) -> str:
     parts += [f'<p class="note">⚠ {esc(n)}</p>' for n in page.notes]
     parts += ["<h2>Results</h2>", html_table(page.table), "<p>Files: " + " · ".join(
         f'<a href="{rel(p, root)}">{esc(label)}</a>' for label, p in page.files.items()) + "</p>"]
+    if page.baselines:
+        parts.append(html_table(page.baselines))
     if page.plots:
         parts.append("<h2>Plots</h2>")
         parts += [f'<figure><a href="{rel(pdf, root)}"><img src="{rel(png, root)}" alt="{esc(title)}"></a>'
@@ -153,6 +156,8 @@ def render_readme(page: Page, root: Path) -> str:
     lines += [f"- ⚠ {n}" for n in page.notes] + ([""] if page.notes else [])
     lines += ["## Results", "", report_tables.to_markdown(page.table)]
     lines += [" · ".join(f"[{label}]({rel(p, root)})" for label, p in page.files.items()), ""]
+    if page.baselines:
+        lines += [report_tables.to_markdown(page.baselines)]
     if page.plots:
         lines += ["## Plots", ""] + [f"![{t}]({rel(png, root)}) ([PDF]({rel(pdf, root)}))\n" for t, png, pdf in
                                      page.plots]

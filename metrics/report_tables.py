@@ -107,6 +107,29 @@ def format_table(agg: pd.DataFrame, metrics: list, directions: dict, caption: st
     return Table(header, rows, caption)
 
 
+def baseline_table(evals: list) -> Table | None:
+    """Trivial fills (metrics/baselines.py) per task, from eval.json contents: mean over the runs that scored them
+    (runs that share data.seed score the same test clips, so they agree); None when no run has any."""
+    values = {}  # (task, baseline) -> {metric: [values]}
+    for ev in evals:
+        for task, res in ((ev or {}).get("tasks") or {}).items():
+            for name, scores in (res.get("baselines") or {}).items():
+                for m, v in scores.items():
+                    values.setdefault((task, name), {}).setdefault(m, []).append(v)
+    if not values:
+        return None
+    metrics = [m for m in METRIC_LABELS if any(m in d for d in values.values())]
+    digits = {m: decimals([np.mean(d[m]) for d in values.values() if m in d]) for m in metrics}
+    rows = []
+    for (task, name), d in sorted(values.items()):
+        cells = [(task, False), (name.replace("_", " "), False), (str(max(map(len, d.values()))), False)]
+        rows.append(cells + [(f"{np.mean(d[m]):.{digits[m]}f}" if m in d else MISSING, False) for m in metrics])
+    caption = ("Trivial baselines on the same test clips and frame protocol: the generated region filled black, "
+               "or copied from the nearest fully given frame; runs = evaluations averaged.")
+    return Table([("Task", None), ("Baseline", None), ("runs", None)] + [(METRIC_LABELS[m], None) for m in metrics],
+                 rows, caption)
+
+
 def arrow(direction, up: str, down: str) -> str:
     return "" if direction is None else f" {up if direction else down}"
 

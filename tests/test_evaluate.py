@@ -50,12 +50,34 @@ def test_predict_scores_generated_frames_only(run_dir):
     assert task["metrics"]["psnr"] == pytest.approx(np.mean(task["per_video"]["psnr"]), rel=1e-6)
     assert task["metrics"]["fvd"] is None and "disabled" in task["missing"]["fvd"]
     assert load(run_dir)["env"]["torch"] == torch.__version__
+    # The trivial baselines, recomputed by hand on the same clips: black, and a copy of the last given frame.
+    def psnr(fill):
+        return (10 * np.log10(1 / ((fill - y) ** 2).mean(axis=(2, 3, 4)))).mean()
+
+    last = real[:, 4:5].astype(np.float64) / 255
+    base = task["baselines"]
+    assert set(base) == {"black_fill", "nearest_given_frame"} and set(base["black_fill"]) == {"psnr", "ssim"}
+    assert base["black_fill"]["psnr"] == pytest.approx(psnr(np.zeros_like(y)), rel=2e-3)
+    assert base["nearest_given_frame"]["psnr"] == pytest.approx(psnr(np.broadcast_to(last, y.shape)), rel=2e-3)
+
+
+def test_a_frame_equal_to_the_truth_scores_the_psnr_cap(run_dir):
+    ev = evaluate.Evaluator(run_dir, RunConfig().with_overrides(TINY), progress=False)
+    real = torch.rand(2, 10, 3, 16, 16) * 2 - 1
+    mask = torch.zeros(2, 10, 16, 16)
+    mask[:, 5:] = 1
+    fakes = real.unsqueeze(0).clone()
+    fakes[0, 1, 9] += 0.1  # video 1: one generated frame off the truth, the other four exact
+    scores, _ = ev.frame_scores(real, fakes, mask, "predict", lpips=False)
+    assert scores["psnr"][0] == evaluate.PSNR_CAP_DB
+    assert 40 < scores["psnr"][1] < evaluate.PSNR_CAP_DB and torch.isfinite(scores["psnr"]).all()
 
 
 def test_unconditional_has_no_frame_metrics(run_dir):
     res = evaluate.evaluate_run(run_dir, tasks=["unconditional"], progress=False)
     task = res["tasks"]["unconditional"]
     assert task["metrics"]["psnr"] is None and "no ground truth" in task["missing"]["psnr"]
+    assert task["baselines"] == {}  # nothing is given, so nothing to copy and no ground truth to score
     assert "predict" in load(run_dir)["tasks"]  # earlier tasks of the same checkpoint are kept
 
 

@@ -71,7 +71,9 @@ def make_run(runs: Path, sweep: str, variant: str, seed: int, state: str, metric
     if metrics:
         tasks = {task: {"metrics": m, "missing": {k: "fixture: not computed" for k, v in m.items() if v is None},
                         "per_video": {}, "protocol": {"sampler": "ddim", "steps": 50, "num_videos": N_VIDEOS,
-                                                      "frames": T, "uncalibrated": True}}
+                                                      "frames": T, "uncalibrated": True},
+                        "baselines": {"black_fill": {"psnr": 14.0 + seed, "ssim": 0.25},
+                                      "nearest_given_frame": {"psnr": 18.5, "ssim": 0.5}}}
                  for task, m in metrics.items()}
         write_json(d / "eval.json", {"step": steps, "checkpoint": "checkpoints/last.pt", "weights": "ema",
                                      "tasks": tasks, "higher_is_better": {"psnr": True, "ssim": True,
@@ -275,6 +277,18 @@ def test_page_references_only_existing_local_files(built):
     for needle in ("fixture out of memory", "9.9.9-fixture", "abc123", "sampler", "uncalibrated"):
         assert needle in text, needle
     assert "no evaluated runs yet" in pages["partial"].read_text()
+
+
+def test_baselines_table_under_the_results(built):
+    root, pages = built
+    readme = (root / "out" / "conditioning" / "README.md").read_text()
+    results = readme[readme.index("## Results"):readme.index("## Plots")]
+    # predict was evaluated by 3 + 2 + 1 runs with seeds 0,1,2 / 0,1 / 0: black fill PSNR 14 + mean seed
+    assert "| predict | black fill | 6 | 14.67 | 0.2500 |" in results
+    assert "| interpolate | black fill | 3 | 15.00 | 0.2500 |" in results
+    assert "| predict | nearest given frame | 6 | 18.50 | 0.5000 |" in results
+    assert "Trivial baselines" in pages["conditioning"].read_text()
+    assert "Trivial baselines" not in pages["partial"].read_text()  # no evaluations, no baselines table
 
 
 def test_cli_writes_report(tmp_path):
