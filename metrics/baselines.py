@@ -12,8 +12,6 @@ stores them in ``eval.json`` under each task's ``baselines``; the report prints 
 
 import torch
 
-BASELINES = ("black_fill", "nearest_given_frame")
-
 
 def nearest_given(gen: torch.Tensor) -> torch.Tensor | None:
     """(N, T) bool frames with anything generated -> (N, T) index of the nearest fully given frame, or None."""

@@ -304,6 +304,11 @@ def test_cli_writes_report(tmp_path):
     assert (tmp_path / "out" / "conditioning" / "table.tex").is_file()
 
 
+def test_sweep_flag_takes_several_names_and_repeats():
+    args = report.get_args_parser().parse_args(["--sweep", "conditioning", "--sweep", "mask_ratio", "depth"])
+    assert args.sweep == ["conditioning", "mask_ratio", "depth"]
+
+
 def test_results_may_name_the_runs_dir_itself(tmp_path):
     """The launcher's --results is the runs directory; the report accepts it as well as its parent."""
     runs = tmp_path / "my-runs"
