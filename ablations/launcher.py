@@ -15,6 +15,7 @@ queue without a result is marked failed.
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -67,10 +68,35 @@ class Options:
 
 
 def resolve_executor(kind: str) -> str:
-    """``auto`` -> ``slurm`` where ``sbatch`` is on PATH, else ``local``."""
+    """``auto`` -> ``slurm`` where ``sbatch`` is on PATH and the controller answers, else ``local``.
+
+    A machine with the SLURM client installed but no controller running (a login image, a laptop, a
+    cluster in maintenance) would otherwise fail at submission; ``auto`` says why it chose local instead.
+    """
     if kind != "auto":
         return kind
-    return "slurm" if shutil.which("sbatch") else "local"
+    if not shutil.which("sbatch"):
+        return "local"
+    down = slurm_controller_down()
+    if down:
+        print(f"executor auto: sbatch is on PATH but {down}; running locally (--executor slurm submits anyway)",
+              file=sys.stderr)
+        return "local"
+    return "slurm"
+
+
+def slurm_controller_down(timeout_s: float = 15.0) -> str | None:
+    """None when ``scontrol ping`` reports a controller UP, else why not (one line)."""
+    if not shutil.which("scontrol"):
+        return "scontrol is not on PATH to ask the controller"
+    try:
+        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"scontrol ping did not answer in {timeout_s:g} s"
+    first = next((line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip()), "no output")
+    if r.returncode == 0 and " UP" in r.stdout:
+        return None
+    return f"the controller is not up (scontrol ping: {first})"
 
 
 def local_slots(opts: Options) -> int:

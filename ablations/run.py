@@ -1,12 +1,14 @@
 """Run an ablation sweep: ``python ablations/run.py --sweep conditioning``.
 
 Locally (the default without SLURM) it trains and evaluates every run of the sweep on this
-machine; with ``sbatch`` on PATH it submits them to SLURM as one job array. See ``--help``.
+machine; with ``sbatch`` on PATH and the SLURM controller up it submits them to SLURM as one job
+array. See ``--help``.
 Exit status: 0 all runs done, 1 some failed, 2 a bad option or override, 3 the sweep is being
 launched by another process.
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -53,7 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     what.add_argument("--no-progress", action="store_true", help="no progress bars")
     ex = p.add_argument_group("executor and resources (SLURM flags are ignored by local and inline)")
     ex.add_argument("--executor", default="auto", choices=launcher.EXECUTORS,
-                    help="auto: slurm where sbatch is on PATH, else local; local: submitit subprocesses, as many "
+                    help="auto: slurm where sbatch is on PATH and `scontrol ping` finds the controller up, "
+                         "else local; local: submitit subprocesses, as many "
                          "at once as the cores hold; inline: one after another in this process; debug: submitit's "
                          "in-process DebugExecutor (tests)")
     ex.add_argument("--partition", help="SLURM partition")
@@ -153,6 +156,7 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    opts = dataclasses.replace(opts, executor=launcher.resolve_executor(opts.executor))  # asks SLURM once
     if args.dry_run:
         print(dry_run(specs, opts, args))
         return 0

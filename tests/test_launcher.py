@@ -4,6 +4,7 @@
 import contextlib
 import io
 import json
+import os
 import threading
 
 import pytest
@@ -267,3 +268,50 @@ def test_refused_submission_exits_1_and_leaves_runs_pending(tmp_path, monkeypatc
     assert code == 1 and "Invalid account" in err and "submitting 2 job(s)" in err
     for spec in specs():
         assert rundir.read_state(tmp_path / "conditioning" / spec.run_id)["state"] == "pending"
+
+
+def fake_slurm_bin(tmp_path, ping_output, ping_rc, with_scontrol=True):
+    """A PATH dir with an ``sbatch`` that records being called and an ``scontrol`` that prints ping_output."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path}/sbatch-called\nexit 1\n")
+    if with_scontrol:
+        (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho '{ping_output}'\nexit {ping_rc}\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("ping_output, ping_rc, with_scontrol, expected, reason", [
+    ("Slurmctld(primary) at ctl is UP", 0, True, "slurm", None),
+    ("Slurmctld(primary) at ctl is DOWN", 1, True, "local", "DOWN"),
+    ("", 0, False, "local", "scontrol is not on PATH"),
+])
+def test_auto_executor_asks_the_controller(tmp_path, monkeypatch, capsys, ping_output, ping_rc, with_scontrol,
+                                           expected, reason):
+    """auto picks SLURM only where sbatch is on PATH and `scontrol ping` says UP; otherwise local, saying why."""
+    bin_dir = fake_slurm_bin(tmp_path, ping_output, ping_rc, with_scontrol)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin" if with_scontrol else str(bin_dir))
+    assert launcher.resolve_executor("auto") == expected
+    err = capsys.readouterr().err
+    assert (reason in err) if reason else err == ""
+    assert launcher.resolve_executor("local") == "local" and launcher.resolve_executor("slurm") == "slurm"
+
+
+def test_auto_without_sbatch_is_local_silently(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert launcher.resolve_executor("auto") == "local"
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_with_controller_down_runs_the_sweep_locally(tmp_path, monkeypatch):
+    """The CLI with the default executor on a machine whose controller is down: runs finish, sbatch never runs."""
+    bin_dir = fake_slurm_bin(tmp_path, "Slurmctld(primary) at ctl is DOWN", 1)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    code, out, err = cli(tmp_path / "results", "--executor", "auto", "--cpus-per-task", "2",
+                         variants=["token_concat"])
+    assert code == 0, err
+    assert "running locally" in err and "executor local" in out
+    assert not (tmp_path / "sbatch-called").exists()
+    run_dir = tmp_path / "results" / "conditioning" / specs(["token_concat"])[0].run_id
+    assert rundir.read_state(run_dir)["state"] == "done"
