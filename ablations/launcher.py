@@ -349,7 +349,9 @@ def launch(specs: list, results: Path, opts: Options, *, retry_failed: bool = Fa
 
 def new_job(spec, sweep_dir: Path, opts: Options, kind: str) -> SweepJob:
     threads = opts.cpus_per_task if kind in ("local", "slurm") else None
-    return SweepJob(sweep_dir / spec.run_id, threads=threads, progress=kind in ("inline", "debug"),
+    # In-process runs draw their own training/sampling bars, on a terminal and unless --no-progress.
+    bars = opts.progress and kind in ("inline", "debug") and sys.stderr.isatty()
+    return SweepJob(sweep_dir / spec.run_id, threads=threads, progress=bars,
                     train=opts.train, evaluate=opts.evaluate)
 
 

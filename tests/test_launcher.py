@@ -315,3 +315,19 @@ def test_auto_with_controller_down_runs_the_sweep_locally(tmp_path, monkeypatch)
     assert not (tmp_path / "sbatch-called").exists()
     run_dir = tmp_path / "results" / "conditioning" / specs(["token_concat"])[0].run_id
     assert rundir.read_state(run_dir)["state"] == "done"
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("kind, progress, tty, bars", [
+    ("inline", True, True, True), ("inline", False, True, False), ("inline", True, False, False),
+    ("local", True, True, False),  # a subprocess's bars would only clutter its log
+])
+def test_in_process_runs_draw_bars_only_on_a_terminal_without_no_progress(tmp_path, monkeypatch, kind, progress,
+                                                                         tty, bars):
+    monkeypatch.setattr("sys.stderr", Terminal() if tty else io.StringIO())
+    job = launcher.new_job(specs()[0], tmp_path, launcher.Options(executor=kind, progress=progress), kind)
+    assert job.progress is bars
