@@ -86,7 +86,7 @@ def resolve_executor(kind: str) -> str:
 
 
 def slurm_controller_down(timeout_s: float = 15.0) -> str | None:
-    """None when ``scontrol ping`` reports a controller UP, else why not (one line)."""
+    """None when ``scontrol ping`` reports any controller UP, else why not (one line)."""
     if not shutil.which("scontrol"):
         return "scontrol is not on PATH to ask the controller"
     try:
@@ -94,7 +94,7 @@ def slurm_controller_down(timeout_s: float = 15.0) -> str | None:
     except subprocess.TimeoutExpired:
         return f"scontrol ping did not answer in {timeout_s:g} s"
     first = next((line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip()), "no output")
-    if r.returncode == 0 and " UP" in r.stdout:
+    if " is UP" in r.stdout:  # any controller up will do (a down backup can make the exit status nonzero)
         return None
     return f"the controller is not up (scontrol ping: {first})"
 

@@ -276,7 +276,7 @@ def fake_slurm_bin(tmp_path, ping_output, ping_rc, with_scontrol=True):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path}/sbatch-called\nexit 1\n")
     if with_scontrol:
-        (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho '{ping_output}'\nexit {ping_rc}\n")
+        (bin_dir / "scontrol").write_text(f"#!/bin/sh\ncat <<'OUT'\n{ping_output}\nOUT\nexit {ping_rc}\n")
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     return bin_dir
@@ -284,6 +284,7 @@ def fake_slurm_bin(tmp_path, ping_output, ping_rc, with_scontrol=True):
 
 @pytest.mark.parametrize("ping_output, ping_rc, with_scontrol, expected, reason", [
     ("Slurmctld(primary) at ctl is UP", 0, True, "slurm", None),
+    ("Slurmctld(primary) at ctl is UP\nSlurmctld(backup) at ctl2 is DOWN", 1, True, "slurm", None),
     ("Slurmctld(primary) at ctl is DOWN", 1, True, "local", "DOWN"),
     ("", 0, False, "local", "scontrol is not on PATH"),
 ])

@@ -106,6 +106,13 @@ def load_weights(d: Path) -> dict:
     return {"model": ckpt["model"], "ema": ckpt["ema"], "step": ckpt["step"]}
 
 
+def test_auto_executor_picks_slurm_while_the_controller_is_up():
+    """The default executor asks the live controller (`scontrol ping`) and chooses SLURM, silently."""
+    code = "from ablations import launcher; print(launcher.resolve_executor('auto'))"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "slurm" and p.stderr == "", p.stdout + p.stderr
+
+
 def test_tiny_sweep_runs_to_the_end_as_one_array(tmp_path):
     t0 = time.time()
     p = launch(tmp_path, ["token_concat", "cross_attn", "adaln"])
