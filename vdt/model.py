@@ -189,8 +189,12 @@ class VDTBlock(nn.Module):
         x = x + gated_linear(a, self.attn.proj, gate_msa).view(B, T, N, D)
         if ctx is not None:
             x = x + self.cross_attn(self.cross_norm(x).view(B, T * N, D), ctx).view(B, T, N, D)
-        h = modulated_linear(self.norm2(x).view(B, T * N, D), self.mlp.fc1, shift_mlp, scale_mlp)  # (B, T*N, rD)
-        return x + gated_linear(F.gelu(h, approximate="tanh"), self.mlp.fc2, gate_mlp).view(B, T, N, D)
+        return x + self.ffn(self.norm2(x).view(B, T * N, D), shift_mlp, scale_mlp, gate_mlp).view(B, T, N, D)
+
+    def ffn(self, x, shift, scale, gate):
+        """gate * fc2(GELU_tanh(fc1(x * (1 + scale) + shift))): (B, L, D) -> (B, L, D)."""
+        h = modulated_linear(x, self.mlp.fc1, shift, scale)  # (B, L, rD)
+        return gated_linear(F.gelu(h, approximate="tanh"), self.mlp.fc2, gate)
 
     def temporal(self, x):
         """Attention over T at every spatial location, then proj and temporal_fc: (B, T, N, D) -> same."""
