@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from vdt.config import ModelConfig
+from vdt.ops import gelu_tanh, short_attention
 
 #################################################################################
 #                                    Helpers                                    #
@@ -194,7 +195,7 @@ class VDTBlock(nn.Module):
     def ffn(self, x, shift, scale, gate):
         """gate * fc2(GELU_tanh(fc1(x * (1 + scale) + shift))): (B, L, D) -> (B, L, D)."""
         h = modulated_linear(x, self.mlp.fc1, shift, scale)  # (B, L, rD)
-        return gated_linear(F.gelu(h, approximate="tanh"), self.mlp.fc2, gate)
+        return gated_linear(gelu_tanh(h), self.mlp.fc2, gate)
 
     def temporal(self, x):
         """Attention over T at every spatial location, then proj and temporal_fc: (B, T, N, D) -> same."""
@@ -205,7 +206,7 @@ class VDTBlock(nn.Module):
         qkv = self.temporal_attn.qkv
         q, k, v = (F.linear(x, w, b).view(B, T, N * nh, D // nh).transpose(1, 2)
                    for w, b in zip(qkv.weight.chunk(3), qkv.bias.chunk(3), strict=True))
-        o = F.scaled_dot_product_attention(q, k, v)  # (B, N*nh, T, hd)
+        o = short_attention(q, k, v)  # (B, N*nh, T, hd); SDPA, its math backend on the CPU (see vdt/ops.py)
         o = o.transpose(1, 2).reshape(B, T, N, D)
         # temporal_fc(proj(o)) is one affine map: compose the weights (D^3 work) instead of two token passes.
         fc, proj = self.temporal_fc, self.temporal_attn.proj
