@@ -18,17 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-MATH_MAX_LEN = 64  # up to here SDPA's math backend beat its flash CPU kernel (8 to 128 frames measured)
+# Math over flash, fwd+bwd on the CPU: 2.6x faster at 8 frames, 1.7x at 16, 1.1x at 64, 1.02x at 128 (its L x L
+# weights grow with L); past 64 the gain is not worth the memory.
+MATH_MAX_LEN = 64
 GELU_C = 2 * math.sqrt(2 / math.pi)  # 2u = GELU_C * (h + 0.044715 h^3)
-
-
-def compiling_for_cpu(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and torch.compiler.is_compiling()
 
 
 def gelu_tanh(h: torch.Tensor) -> torch.Tensor:
     """GELU, tanh approximation (the official MLP's), in the form that runs fastest where h lives."""
-    if compiling_for_cpu(h):
+    if h.device.type == "cpu" and torch.compiler.is_compiling():
         return gelu_tanh_sigmoid(h)
     return F.gelu(h, approximate="tanh")
 
