@@ -132,8 +132,9 @@ def main(argv=None):
 # Where a step's op time goes: the first matching group, by op name; the rest is "other".
 OP_GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution"),
-    "attention kernels": ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention"),
-    "GELU": ("aten::gelu",),
+    "attention kernels": ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention",
+                          "vdt::cpu_attention", "GeneratedBackwardFor_vdt_cpu_attention"),  # vdt's kernel, both ways
+    "GELU": ("aten::gelu", "vdt::gelu_tanh", "GeneratedBackwardFor_vdt_gelu_tanh"),
     "copies, cats (rearranges)": ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous"),
     "layer norm": ("aten::native_layer_norm",),
     "elementwise (modulation, residual, grads)": ("aten::mul", "aten::add", "aten::sum", "aten::fill_",

@@ -1,7 +1,9 @@
-"""The speed script's profile summary: op time is grouped by what the op is (matmul, GELU, copies, ...)."""
+"""The speed scripts: the profile summary groups op time by what the op is (matmul, GELU, copies, ...), vdt's
+kernels included; bench_kernels.py prints every comparison."""
 
 import re
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -25,3 +27,43 @@ def test_print_profile_groups_op_time(capsys):
     assert abs(sum(shares.values()) - 100) < 1  # every op lands in exactly one group
     assert len(re.findall(r"^\s+[\d.]+%\s+[\d.]+ ms\s+\d+x", out, re.M)) == 3  # the top-3 op rows
 
+
+
+def kernels_or_skip():
+    from vdt import cpu_kernels
+
+    if not cpu_kernels.available():
+        pytest.skip("vdt's CPU kernels are not available here")
+
+
+def test_print_profile_counts_vdts_kernels_both_ways(capsys):
+    """vdt's attention and GELU ops, forward and backward, land in the attention and GELU groups."""
+    kernels_or_skip()
+    from vdt import ops
+
+    q = torch.randn(4, 4, 64, 32)
+
+    def step():
+        leaf = q.detach().requires_grad_()
+        ops.gelu_tanh(ops.attention(leaf, leaf, leaf)).square().sum().backward()
+
+    print_profile("kernels", step, rows=3)
+    out = capsys.readouterr().out
+    shares = {m[2].strip(): float(m[1]) for m in re.finditer(r"^\s+([\d.]+)%\s+[\d.]+ s  (.+)$", out, re.M)}
+    assert shares["attention kernels"] > 20 and shares["GELU"] > 0
+
+
+def test_bench_kernels_prints_each_comparison(capsys):
+    kernels_or_skip()
+    from benchmarks.bench_kernels import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(["--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  (.+?)\s+forward\s+[\d.]+ ms\s+backward\s+[\d.]+ ms\s+total\s+[\d.]+ ms$", out, re.M)
+    assert rows == ["vdt kernel", "SDPA (flash)",  # spatial
+                    "vdt kernel", "SDPA math backend", "SDPA (flash)",  # temporal
+                    "vdt kernel", "aten"]  # GELU

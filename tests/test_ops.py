@@ -1,16 +1,27 @@
 """vdt/ops.py: each form of the tanh-GELU and of the short temporal attention computes the same function, and
-each place (eager CPU, compiled CPU) gets the form it is meant to get."""
+each place (eager CPU, compiled CPU) gets the form it is meant to get. The routing to vdt's own CPU kernels is
+tested in tests/test_cpu_kernels.py; here, tests that check PyTorch's forms switch those kernels off."""
 
 import shutil
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vdt import ops
+from vdt import cpu_kernels, ops
 from vdt.config import ModelConfig
 from vdt.model import VDT
+
+
+@pytest.fixture
+def without_kernels(monkeypatch):
+    """As where vdt's CPU kernels can't be built: ops falls back to PyTorch's ops."""
+    monkeypatch.setattr(cpu_kernels, "extension", lambda: None)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
 
 
 def value_and_grad(fn, *inputs):
@@ -18,6 +29,24 @@ def value_and_grad(fn, *inputs):
     out = fn(*inputs)
     grad_out = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
     return out.detach(), torch.autograd.grad(out, inputs, grad_out)
+
+
+def test_a_failed_kernel_build_warns_and_falls_back(monkeypatch, tmp_path):
+    """No compiler, no ninja, a broken toolchain: vdt says so once and runs on PyTorch's ops."""
+    import torch.utils.cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension 'vdt_cpu_kernels': c++: command not found")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.warns(UserWarning, match="could not be built.*c\\+\\+: command not found.*fall back"):
+        assert cpu_kernels.extension.__wrapped__() is None
+    monkeypatch.setenv("VDT_CPU_KERNELS", "0")  # switched off: no build is tried, so no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_kernels.extension.__wrapped__() is None
 
 
 def test_sigmoid_form_is_the_tanh_gelu():
@@ -29,7 +58,7 @@ def test_sigmoid_form_is_the_tanh_gelu():
     assert not torch.allclose(out, F.gelu(h), rtol=0, atol=1e-4)  # the tanh approximation, not the erf GELU
 
 
-def test_eager_gelu_is_atens_kernel():
+def test_eager_gelu_is_atens_kernel(without_kernels):
     h = torch.randn(1000) * 3
     assert torch.equal(ops.gelu_tanh(h), F.gelu(h, approximate="tanh"))
 
@@ -66,9 +95,8 @@ def test_written_out_math_backend_matches_sdpa():
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
-def test_a_compiled_cpu_graph_gets_the_compiled_forms():
+def test_a_compiled_cpu_graph_gets_the_compiled_forms(without_kernels):
     """Traced by dynamo (the 'eager' backend: no C++ compiler), each op takes its compiled-CPU branch."""
-    torch._dynamo.reset()
     h = torch.randn(4096) * 3
     assert torch.equal(torch.compile(ops.gelu_tanh, backend="eager")(h), ops.gelu_tanh_sigmoid(h))
     assert not torch.equal(ops.gelu_tanh_sigmoid(h), ops.gelu_tanh(h))  # so the check above tells them apart
@@ -77,19 +105,21 @@ def test_a_compiled_cpu_graph_gets_the_compiled_forms():
     assert torch.equal(traced, ops.math_attention(q, k, v))
 
 
-def tiny_model():
+def tiny_model(heads=4):
     torch.manual_seed(0)
-    model = VDT(ModelConfig(preset="cpu-tiny", depth=2, frames=4, size=8))
+    model = VDT(ModelConfig(preset="cpu-tiny", depth=2, frames=4, size=8, heads=heads))
     for p in model.parameters():  # break the zero init, so every branch contributes
         torch.nn.init.normal_(p, std=0.05)
     return model
 
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor needs a C++ compiler")
-def test_inductor_compiled_model_matches_eager():
-    """The whole model under torch.compile (inductor, as train.compile=true runs it): same outputs, same grads."""
+@pytest.mark.parametrize("heads", [4, 2], ids=["hd16-pytorch-ops", "hd32-vdt-kernels"])
+def test_inductor_compiled_model_matches_eager(heads):
+    """The whole model under torch.compile (inductor, as train.compile=true runs it): same outputs, same grads.
+    16-wide heads take PyTorch's forms; 32-wide heads take vdt's CPU kernels, kept as ops in the graph."""
     torch._dynamo.reset()
-    model = tiny_model()
+    model = tiny_model(heads)
     x, t = torch.randn(2, 4, 3, 8, 8), torch.tensor([3, 700])
     params = list(model.parameters())
     ref = model(x, t)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from vdt.config import ModelConfig
-from vdt.ops import gelu_tanh, short_attention
+from vdt.ops import attention, gelu_tanh
 
 #################################################################################
 #                                    Helpers                                    #
@@ -206,8 +206,7 @@ class VDTBlock(nn.Module):
         qkv = self.temporal_attn.qkv
         q, k, v = (F.linear(x, w, b).view(B, T, N * nh, D // nh).transpose(1, 2)
                    for w, b in zip(qkv.weight.chunk(3), qkv.bias.chunk(3), strict=True))
-        o = short_attention(q, k, v)  # (B, N*nh, T, hd); SDPA, its math backend on the CPU (see vdt/ops.py)
-        o = o.transpose(1, 2).reshape(B, T, N, D)
+        o = attention(q, k, v).transpose(1, 2).reshape(B, T, N, D)  # (B, N*nh, T, hd) -> (B, T, N, D)
         # temporal_fc(proj(o)) is one affine map: compose the weights (D^3 work) instead of two token passes.
         fc, proj = self.temporal_fc, self.temporal_attn.proj
         return F.linear(o, fc.weight @ proj.weight, F.linear(proj.bias, fc.weight, fc.bias))
@@ -216,7 +215,7 @@ class VDTBlock(nn.Module):
         """Attention over the N tokens of each frame: qkv (B, T*N, 3D) -> (B, T*N, D)."""
         # Heads as a strided view of qkv (no copy); the frames of a video are the attention batch.
         q, k, v = rearrange(qkv, "b (t n) (three h d) -> three (b t) h n d", t=T, three=3, h=self.attn.heads)
-        o = F.scaled_dot_product_attention(q, k, v)  # (B*T, nh, N, hd)
+        o = attention(q, k, v)  # (B*T, nh, N, hd), heads-last in memory
         return rearrange(o, "(b t) h n d -> b (t n) (h d)", t=T)
 
 
