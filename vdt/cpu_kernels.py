@@ -3,7 +3,7 @@
 - ``attention(q, k, v)``: exact softmax(q k^T / sqrt(hd)) v, forward and backward, the same function as
   F.scaled_dot_product_attention. VDT's heads are 32 wide, and at that width PyTorch's CPU attention kernels
   reach about half the matmul peak; this kernel keeps each (batch, head) task in cache and runs its products
-  near peak.
+  at a higher share of the peak (benchmarks/bench_kernels.py).
 - ``gelu_tanh(h)``: the tanh-GELU, forward and backward, in one pass over memory each way.
 
 tests/test_cpu_kernels.py checks values and gradients against PyTorch's own ops; the README's Performance

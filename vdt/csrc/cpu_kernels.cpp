@@ -4,7 +4,7 @@
 // Attention. Why it exists: VDT's heads are 32 wide. The products q k^T and dO v^T then have an inner dimension of 32,
 // and PyTorch's CPU attention kernels reach about half the machine's matmul peak on them. Here every
 // (batch, head) task runs in one thread on data that stays in its L1/L2 cache, through register-tiled
-// FMA micro-kernels that run near peak, so the time left is mostly the exponentials.
+// FMA micro-kernels; what is left beside the products is mostly the exponentials.
 //
 // Layout: q, k, v, o, dO are (G1, G2, L, hd) views with any strides, the last dimension contiguous. The
 // outputs are allocated (G1, L, G2, hd) and returned transposed to (G1, G2, L, hd), the layout of SDPA's
