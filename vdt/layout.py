@@ -1,0 +1,137 @@
+"""A run directory's layout, written down once: every file, who writes it, when it counts as complete.
+
+``results/runs/<sweep>/<run_id>/`` (or any ``--run-dir``) holds one run. Every module that reads
+or writes a run's files (the launcher, the job, training, evaluation, the report) names them
+through ``RunLayout``, so a renamed file changes here and nowhere else. JSON files are written
+whole to a temporary name and renamed (``vdt.layout.write_json``): a reader sees the old file or
+the new one, never half of one.
+
+``FILES`` below is the schema: ``RunLayout.<attr>`` -> (path in the run dir, writer, complete when).
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# attr: (relative path, who writes it, when it counts as complete)
+FILES = {
+    "config": ("config.json", "ablations.rundir.prepare (launcher) or vdt.train (python -m vdt.train)",
+               "once written: the run's full config; its training part names the run (run id)"),
+    "run_info": ("run.json", "launcher (sweep, variant, seed); training adds env and data counts",
+                 "always whole (atomic)"),
+    "state": ("state.json", "launcher (job id, log) and job (running, done, failed), under state_lock",
+              "always whole (atomic); 'done' only with a complete eval.json for the final step"),
+    "state_lock": (".state.lock", "anyone changing state.json", "a flock, never read"),
+    "run_lock": (".run.lock", "the job (rank 0), for as long as it trains and evaluates", "a flock"),
+    "heartbeat": ("heartbeat.json", "the job (rank 0), every few seconds while alive: job id, host, pid, time",
+                  "always whole (atomic); stale when older than the liveness timeout"),
+    "train_log": ("train_log.jsonl", "vdt.train (rank 0), one line per logging interval", "append-only"),
+    "checkpoints": ("checkpoints", "vdt.checkpoint", "a folder"),
+    "last_ckpt": ("checkpoints/last.pt", "vdt.checkpoint", "atomic rename; the newest training state"),
+    "eval_json": ("eval.json", "metrics.evaluate, once every task of cfg.eval.tasks is done",
+                  "complete by construction: it exists only when every task is scored"),
+    "eval_parts": ("eval_parts", "metrics.evaluate, one <task>.json per finished task", "per file, atomic"),
+    "eval_cache": ("eval_cache", "metrics.evaluate: samples and features per batch, for resuming", "per file"),
+    "samples": ("samples", "metrics.evaluate: <task>.npz sample grids for the report", "per file"),
+    "logs": ("logs", "launcher (link to the scheduler's log folder) and job (error.txt)", "a folder"),
+    "error": ("logs/error.txt", "the job, when a run fails", "whole"),
+    "bad_videos": ("bad_videos.txt", "vdt.data, when real videos are skipped", "whole"),
+}
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run directory; see ``FILES`` for what each holds."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / FILES["config"][0]
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / FILES["run_info"][0]
+
+    @property
+    def state(self) -> Path:
+        return self.root / FILES["state"][0]
+
+    @property
+    def state_lock(self) -> Path:
+        return self.root / FILES["state_lock"][0]
+
+    @property
+    def run_lock(self) -> Path:
+        return self.root / FILES["run_lock"][0]
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / FILES["heartbeat"][0]
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / FILES["train_log"][0]
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / FILES["checkpoints"][0]
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.root / FILES["last_ckpt"][0]
+
+    @property
+    def eval_json(self) -> Path:
+        return self.root / FILES["eval_json"][0]
+
+    @property
+    def eval_parts(self) -> Path:
+        return self.root / FILES["eval_parts"][0]
+
+    @property
+    def eval_cache(self) -> Path:
+        return self.root / FILES["eval_cache"][0]
+
+    @property
+    def samples(self) -> Path:
+        return self.root / FILES["samples"][0]
+
+    @property
+    def logs(self) -> Path:
+        return self.root / FILES["logs"][0]
+
+    @property
+    def error(self) -> Path:
+        return self.root / FILES["error"][0]
+
+    @property
+    def bad_videos(self) -> Path:
+        return self.root / FILES["bad_videos"][0]
+
+    def eval_part(self, task: str) -> Path:
+        """The finished result of one evaluation task (eval_parts/<task>.json)."""
+        return self.eval_parts / f"{task.replace('/', '_')}.json"
+
+    def sample_file(self, task: str) -> Path:
+        return self.samples / f"{task.replace('/', '_')}.npz"
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path, default=None):
+    """The JSON in ``path``, or ``default`` when it is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
