@@ -117,7 +117,9 @@ def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path, bas
     for task, series in sorted(report_runs.x0_curves(runs).items()):
         lines = {f"baseline: {report_tables.baseline_label(name)}": scores.get("psnr", float("nan"))
                  for name, scores in baselines.get(task, {}).items()}
-        add(f"Clean-frame estimate by noise level on {task} (PSNR of the one-step x0 estimate)",
+        add(f"Clean-frame estimate by noise level on {task}: PSNR of the model's one-step x0 estimate on the "
+            "generated region, against t; where a line falls below a baseline, the model at that noise level is "
+            "worse than that trivial fill",
             report_plots.plot_x0(series, lines, plot_dir / f"x0_psnr_{slug(task)}", task=task, variants=variants))
     add("Training loss against step", report_plots.plot_bands(
         report_plots.loss_series(runs, "step"), plot_dir / "loss_step", xlabel="training step (optimizer updates)",

@@ -138,7 +138,7 @@ def plot_x0(series: dict, lines: dict, stem: Path, *, task: str, variants: list)
         if math.isfinite(db):
             ax.axhline(db, color="black", ls=style, lw=1.0, label=f"{label}: {db:.2f} dB")
     ax.set_xlabel("diffusion step t of the noised input (0 = clean, larger = noisier)")
-    ax.set_ylabel("PSNR (dB) of the one-step clean-frame estimate, generated region")
+    ax.set_ylabel("x0-estimate PSNR (dB), generated region")
     ax.set_title(f"Clean-frame estimate by noise level ({task}; band: min-max over seeds)", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)

@@ -259,7 +259,8 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 def latex_escape(text: str) -> str:
     out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
-    return out.replace("±", r"$\pm$").replace(MISSING, "--").replace("−", "$-$").replace("–", "--")
+    return (out.replace("±", r"$\pm$").replace(MISSING, "--").replace("−", "$-$").replace("–", "--")
+            .replace("†", r"\dag{}").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$"))
 
 
 def to_latex(table: Table, label: str) -> str:

@@ -292,6 +292,9 @@ def test_table_intervals_named_and_best_by_direction(built):
     tex = (out / "table.tex").read_text()
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{30.50 [", r"token\_concat", "min--max"):
         assert cmd in tex, cmd
+    assert r"300.0 [300.0, 300.0] \dag{}" in tex  # BCa undefined (equal seeds): percentile, marked
+    paired_tex = (out / "paired.tex").read_text()
+    assert "$-$13.00" in paired_tex and tex.isascii() and paired_tex.isascii()  # pdflatex needs no unicode
     md = report.build_report(root, ["mask_ratio"], root / "pct", n_boot=200, method="percentile")
     assert "95% percentile bootstrap interval" in (root / "pct" / "mask_ratio" / "table.md").read_text()
 
@@ -484,7 +487,7 @@ def test_page_references_only_existing_local_files(built):
         "cost", "eval_predict_psnr", "eval_predict_ssim", "loss_step", "loss_time", "x0_psnr_interpolate",
         "x0_psnr_predict"]
     for needle in ("fixture out of memory", "9.9.9-fixture", "abc123", "sampler", "uncalibrated",
-                   "Clean-frame estimate by noise level on predict", "paired.md", "Paired comparisons"):
+                   "Clean-frame estimate by noise level on predict:", "paired.md", "Paired comparisons"):
         assert needle in text, needle
     assert "no evaluated runs yet" in pages["partial"].read_text()
     readme = (root / "out" / "conditioning" / "README.md").read_text()
