@@ -167,7 +167,9 @@ def paired_caption(references: dict, method: str, n_boot: int, seed: int) -> str
             f"of their mean scores over those clips. [low, high] = 95% {method} bootstrap interval of the mean "
             f"difference over seeds (scipy.stats.bootstrap, paired=True, {n_boot} resamples, seed {seed}). For ↑ "
             f"metrics a positive difference is better, for ↓ metrics a negative one. {report_stats.SIGNIFICANCE_RULE}"
-            f" {report_stats.SMALL_N_NOTE}")
+            f" {report_stats.SMALL_N_NOTE} paired.csv also gives, where the runs saved per-video scores, the interval "
+            "over test clips (clip_*: unit one test clip, its scores averaged over the paired seeds): it covers the "
+            "choice of test clips, not seed-to-seed variation, and decides nothing.")
 
 
 def choose_references(agg: pd.DataFrame, metrics: list, dirs: dict, requested: str | None) -> dict:
@@ -196,7 +198,7 @@ def sweep_tables(sweep: str, runs: list, frame: pd.DataFrame, root: Path, opts: 
     files = {"table (Markdown)": files["md"], "table (CSV)": files["csv"], "table (LaTeX)": files["tex"]}
     refs = choose_references(agg, metrics, dirs, opts["reference"])
     rows, notes = report_stats.paired_frame(frame, metrics, {t: r for t, (r, _) in refs.items()}, method, n_boot,
-                                            seed)
+                                            seed, report_runs.per_video_scores(runs))
     paired = report_tables.paired_table(rows, metrics, dirs, paired_caption(refs, method, n_boot, seed))
     if paired:
         pfiles = report_tables.write_table(paired, pd.DataFrame(rows), root, "paired", f"tab:{slug(sweep)}-paired")

@@ -274,6 +274,17 @@ def reference_values(runs: list) -> dict:
     return {t: {k: mean_of(v) for k, v in d.items()} for t, d in values.items()}
 
 
+def per_video_scores(runs: list) -> dict:
+    """(task, variant, seed) -> {metric: [score per test clip]}, from eval.json's per_video lists."""
+    out = {}
+    for r in runs:
+        for task, res in r.tasks().items():
+            lists = {m: v for m, v in (res.get("per_video") or {}).items() if isinstance(v, list)}
+            if lists and r.seed is not None:
+                out[(task, r.variant, r.seed)] = lists
+    return out
+
+
 def x0_curves(runs: list) -> dict:
     """task -> {variant: [(t, psnr) per seed]} from eval.json's x0_psnr_by_t (PSNR of the one-step x0 estimate)."""
     out = {}

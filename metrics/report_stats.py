@@ -158,13 +158,27 @@ def pick_reference(means: dict, higher_is_better: bool | None, requested: str | 
     return ranked[0], "best mean"
 
 
+def clip_difference(a_lists: list, b_lists: list, method: str, n_boot: int, seed: int) -> Interval:
+    """Paired over test clips: per-video scores (one list per paired seed) averaged over the seeds, a - b.
+
+    This interval covers the choice of test clips, not seed-to-seed variation; it decides nothing."""
+    lists = a_lists + b_lists
+    if not a_lists or not all(isinstance(x, list) for x in lists) or len({len(x) for x in lists}) != 1:
+        return Interval(math.nan, math.nan, math.nan, 0, "none")
+    a = np.asarray(a_lists, dtype=float).mean(axis=0)  # (clips,)
+    b = np.asarray(b_lists, dtype=float).mean(axis=0)
+    return paired_difference(a, b, method, n_boot, seed)
+
+
 def paired_frame(frame, metrics: list, references: dict, method: str = "BCa", n_boot: int = 2000,
-                 seed: int = 0) -> tuple:
+                 seed: int = 0, per_video: dict | None = None) -> tuple:
     """Paired differences variant - reference per (task, variant, metric), matched by seed; and notes.
 
     ``frame`` has one row per run and task (columns task, variant, seed, clips, and the metrics);
     ``references`` maps each task to its reference variant. Seeds whose two runs scored different
-    test clips are left out, and a note says so."""
+    test clips are left out, and a note says so. ``per_video`` ({(task, variant, seed): {metric: [score
+    per clip]}}) adds the interval over test clips (columns clip_*)."""
+    per_video = per_video or {}
     rows, notes = [], []
     evaluated = frame[frame["task"].notna() & frame["seed"].notna()]
     for task, group in evaluated.groupby("task", sort=True):
@@ -182,7 +196,11 @@ def paired_frame(frame, metrics: list, references: dict, method: str = "BCa", n_
             for m in metrics:
                 d = paired_difference(runs.loc[same, m].to_numpy(float), ref.loc[same, m].to_numpy(float), method,
                                       n_boot, seed)
+                clips = clip_difference([per_video.get((task, variant, int(s)), {}).get(m) for s in same],
+                                        [per_video.get((task, ref_name, int(s)), {}).get(m) for s in same],
+                                        method, n_boot, seed)
                 rows.append({"task": task, "variant": variant, "reference": ref_name, "metric": m,
                              "n_pairs": d.n, "diff_mean": d.mean, "diff_low": d.low, "diff_high": d.high,
-                             "interval": d.kind, "significant": significant(d)})
+                             "interval": d.kind, "significant": significant(d), "clip_n": clips.n,
+                             "clip_low": clips.low, "clip_high": clips.high, "clip_interval": clips.kind})
     return rows, notes

@@ -201,6 +201,17 @@ def test_paired_difference_excluding_zero_is_significant_and_one_that_does_not_i
         report_stats.paired_difference([1.0, 2.0], [1.0])
 
 
+def test_clip_difference_averages_the_paired_seeds_per_clip():
+    a = [[1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0]]  # 2 seeds x 4 clips: per-clip seed means 2, 3, 4, 5
+    b = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    d = report_stats.clip_difference(a, b, "percentile", 999, 0)
+    assert d.n == 4 and d.mean == pytest.approx(3.5) and d.kind == "percentile bootstrap"
+    assert 2.0 <= d.low < 3.5 < d.high <= 5.0
+    assert report_stats.clip_difference([[1.0, 2.0, 3.0]], [[1.0, 2.0]], "BCa", 99, 0).n == 0  # other clips
+    assert report_stats.clip_difference([None], [[1.0]], "BCa", 99, 0).n == 0  # not saved
+    assert report_stats.clip_difference([], [], "BCa", 99, 0).n == 0
+
+
 def test_paired_cells_say_significant_only_when_the_interval_excludes_zero():
     row = {"n_pairs": 3, "diff_mean": 1.0, "diff_low": 0.5, "diff_high": 1.5, "interval": "BCa bootstrap",
            "significant": True}
@@ -338,6 +349,10 @@ def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
     row = next(line for line in md.splitlines() if line.startswith("| predict | ratio_0.25 − ratio_0.5"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3].endswith("significant, worse") and cells[4].endswith("not significant")
+    # per_video lists (5 clips) give the interval over test clips too; it never decides significance
+    assert paired.loc["psnr", "clip_n"] == N_VIDEOS and paired.loc["lpips", "clip_n"] == 0
+    assert paired.loc["psnr", "clip_low"] <= paired.loc["psnr", "diff_mean"] <= paired.loc["psnr", "clip_high"]
+    assert "interval over test clips" in md and "decides nothing" in md
     readme = (out / "README.md").read_text()
     assert readme.count(report_stats.SIGNIFICANCE_RULE) >= 3  # results table, paired table, the page's rule
     # conditioning: token_concat (best PSNR) is the reference; cross_attn shares 2 seeds: no interval
