@@ -20,7 +20,12 @@ from metrics.report_runs import is_copy_baseline
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "fvd": "FVD", "loss": "loss"}
 MISSING = "—"  # a metric no run of this row produced
 NOMINAL, MEASURED = "mask ratio (nominal)", "generated share (measured)"
-REFERENCE_LABELS = {"fvd_real_vs_real": ("real vs real (FVD floor)", "fvd")}
+REFERENCE_LABELS = {"fvd_real_vs_real": "real vs real (FVD floor)"}  # eval.json references, by name
+
+
+def reference_row(name: str, value: float) -> tuple:
+    """(label, {metric: value}) of a reference such as fvd_real_vs_real: its metric is the name's first word."""
+    return f"reference: {REFERENCE_LABELS.get(name, name.replace('_', ' '))}", {name.split("_")[0]: value}
 
 
 def baseline_label(name: str) -> str:
@@ -133,9 +138,7 @@ def format_table(agg: pd.DataFrame, metrics: list, directions: dict, caption: st
             rows.append(cells)
         extra = [(f"baseline: {baseline_label(name)}", scores)
                  for name, scores in sorted(baselines.get(task, {}).items())]
-        extra += [(f"reference: {REFERENCE_LABELS.get(name, (name,))[0]}",
-                   {REFERENCE_LABELS.get(name, (name, name))[1]: value})
-                  for name, value in sorted(references.get(task, {}).items())]
+        extra += [reference_row(name, value) for name, value in sorted(references.get(task, {}).items())]
         for label, scores in extra:
             cells = [(str(task), False), (label, False), ("", False)] + [("", False)] * (2 if mask else 0)
             cells += [(f"{scores[m]:.{digits[m]}f}" if math.isfinite(scores.get(m, math.nan)) else MISSING, False)

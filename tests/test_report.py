@@ -331,6 +331,8 @@ def test_baselines_and_fvd_references_beside_the_model(built):
     assert "is unclear against black fill" in cross and "fewer than 3 seeds" in cross  # better means, 2 seeds
     assert "Against the trivial baselines" in pages["conditioning"].read_text()
     assert "Against the trivial baselines" not in pages["partial"].read_text()  # nothing evaluated
+    assert report_tables.reference_row("lpips_real_vs_real", 0.1) == ("reference: lpips real vs real",
+                                                                      {"lpips": 0.1})  # a future reference
 
 
 def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
