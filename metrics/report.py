@@ -252,7 +252,7 @@ def build_report(results="results", sweeps=None, out=None, n_boot: int = 2000, s
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Turn the runs of a sweep into tables (mean over seeds with a named 95%% interval, beside the "
+        description="Turn the runs of a sweep into tables (mean over seeds with a named 95% interval, beside the "
                     "trivial baselines; paired differences between variants), plots, sample videos and an offline "
                     "HTML page, written to <out>/<sweep>/ (index.html, README.md, table.*, paired.*, "
                     "runs.csv/.parquet, plots/, videos/).",
