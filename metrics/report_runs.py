@@ -248,8 +248,8 @@ def baseline_name(name: str) -> str:
 
 
 def mean_of(values) -> float:
-    """Mean of the finite values; NaN when there are none."""
-    x = finite(values)
+    """Mean of the finite values; NaN when there are none. An FVD record ({"fvd": x, ...}) counts as x."""
+    x = finite([v.get("fvd", v.get("value")) if isinstance(v, dict) else v for v in values])
     return float(x.mean()) if x.size else math.nan
 
 

@@ -367,6 +367,18 @@ def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
         chosen["mask_ratio"].parent / "paired.md").read_text()
 
 
+def test_baselines_and_references_read_numbers_or_fvd_records(tmp_path):
+    runs = tmp_path / "runs"
+    d = make_run(runs, "s", "v", 0, "done", {"predict": {"psnr": 20.0}})
+    ev = json.loads((d / "eval.json").read_text())
+    ev["tasks"]["predict"]["references"] = {"fvd_real_vs_real": {"fvd": 41.5, "num_videos": N_VIDEOS}}
+    ev["tasks"]["predict"]["baselines"]["nearest"]["fvd"] = {"fvd": 300.0}
+    (d / "eval.json").write_text(json.dumps(ev))
+    loaded = report.find_runs(tmp_path)["s"]
+    assert report.report_runs.reference_values(loaded) == {"predict": {"fvd_real_vs_real": 41.5}}
+    assert report.report_runs.baseline_values(loaded)["predict"]["nearest"]["fvd"] == 300.0
+
+
 def test_pairs_that_scored_different_clips_are_left_out(tmp_path):
     runs = tmp_path / "runs"
     for seed in range(3):
