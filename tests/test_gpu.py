@@ -38,8 +38,12 @@ PAPER_CLIPS = ["data.autoencoder=sd-vae", "data.size=256", "data.frames=16"]
 
 @pytest.fixture(autouse=True)
 def require_cuda(request):
+    cuda_gate(request.node.get_closest_marker("cuda") is not None)
+
+
+def cuda_gate(marked: bool) -> None:
     """Skip a cuda-marked test without a GPU, or fail it when VDT_REQUIRE_GPU=1."""
-    if request.node.get_closest_marker("cuda") is None or torch.cuda.is_available():
+    if not marked or torch.cuda.is_available():
         return
     if os.environ.get("VDT_REQUIRE_GPU") == "1":
         pytest.fail("VDT_REQUIRE_GPU=1 but torch sees no CUDA GPU (torch.cuda.is_available() is False; "
@@ -233,3 +237,14 @@ def test_bench_gpu_cli_help_and_errors(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_gpu.main([]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cuda_gate_skips_or_fails_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("VDT_REQUIRE_GPU", raising=False)
+    cuda_gate(marked=False)  # unmarked tests run anywhere
+    with pytest.raises(pytest.skip.Exception, match="needs a CUDA GPU"):
+        cuda_gate(marked=True)
+    monkeypatch.setenv("VDT_REQUIRE_GPU", "1")
+    with pytest.raises(pytest.fail.Exception, match="VDT_REQUIRE_GPU=1"):
+        cuda_gate(marked=True)
