@@ -248,3 +248,19 @@ def test_cuda_gate_skips_or_fails_without_a_gpu(monkeypatch):
     monkeypatch.setenv("VDT_REQUIRE_GPU", "1")
     with pytest.raises(pytest.fail.Exception, match="VDT_REQUIRE_GPU=1"):
         cuda_gate(marked=True)
+
+
+def test_bench_gpu_records_out_of_memory_and_fails(tmp_path, monkeypatch):
+    """A design that runs out of GPU memory is recorded with a hint, the other still timed, and the exit code is 1."""
+    time_impl = bench_gpu.time_impl
+
+    def official_oom(overrides, batch, impl, *args):
+        if impl == "official":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return time_impl(overrides, batch, impl, *args)
+
+    monkeypatch.setattr(bench_gpu, "time_impl", official_oom)
+    out = tmp_path / "gpu.json"
+    assert bench_gpu.main(["--device", "cpu", "--tiny", "--steps", "1", "--out", str(out)]) == 1
+    (row,) = json.loads(out.read_text())["models"]
+    assert "cpu-tiny:1" in row["official"]["error"] and row["ours"]["step_s_median"] > 0 and "speedup" not in row
