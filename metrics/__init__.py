@@ -27,6 +27,7 @@ _EXPORTS = {
     "IMPL_VERSION": "fvd", "FVDProtocol": "fvd", "FVDResult": "fvd", "FeatureStats": "fvd",
     "cached_real_stats": "fvd", "check_same_protocol": "fvd", "frechet_distance": "fvd",
     "preprocess_videos": "fvd", "update_stats": "fvd", "video_features": "fvd",
+    "fvd_between": "fvd", "fvd_of_videos": "fvd",
     "InceptionI3d": "i3d", "load_i3d": "i3d",
     "WeightsMissingError": "weights", "resolve_i3d_weights": "weights", "sha256_file": "weights",
 }
