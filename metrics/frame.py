@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 SSIM_SIGMA = 1.5
@@ -77,21 +76,26 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return s.to(x.dtype)
 
 
-@functools.lru_cache(maxsize=8)
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    """scipy.ndimage's 1-D Gaussian: exp(-x^2 / 2 sigma^2) on -5..5, normalised; (11,) float64."""
-    r = torch.arange(-SSIM_CROP, SSIM_CROP + 1, dtype=torch.float64, device=device)
-    w = torch.exp(-0.5 * (r / SSIM_SIGMA) ** 2)
-    return w / w.sum()
-
-
 def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of (N, C, H, W) with scipy's "reflect" border; same shape."""
-    N, C, H, W = x.shape
+    """scipy.ndimage's Gaussian filter (sigma 1.5, radius 5, "reflect" border) of (N, C, H, W); same shape."""
+    H, W = x.shape[-2:]
+    return _blur_matrix(H, x.device) @ x @ _blur_matrix(W, x.device).T  # along H, then along W
+
+
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) float64 B with (B @ v)[i] = sum_k w[k] v[reflect(i + k - 5)], w the normalised 11-tap Gaussian.
+
+    scipy's "reflect" repeats the edge pixel (d c b a | a b c d); one reflection suffices for n > 5.
+    """
     r = SSIM_CROP
-    x = torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)  # (N, C, H + 2r, W)
-    x = torch.cat([x[..., :r].flip(-1), x, x[..., -r:].flip(-1)], dim=-1)  # (N, C, H + 2r, W + 2r)
-    w = _gaussian_window(x.device)
-    x = F.conv2d(x.reshape(N * C, 1, H + 2 * r, W + 2 * r), w.view(1, 1, 1, -1))  # along W
-    x = F.conv2d(x, w.view(1, 1, -1, 1))  # along H
-    return x.reshape(N, C, H, W)
+    k = torch.arange(-r, r + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (k / SSIM_SIGMA) ** 2)
+    w = w / w.sum()
+    i = torch.arange(n)[:, None]
+    j = i + torch.arange(-r, r + 1)[None]  # (n, 11) source index of each tap
+    j = torch.where(j < 0, -j - 1, j)
+    j = torch.where(j >= n, 2 * n - 1 - j, j)
+    b = torch.zeros(n, n, dtype=torch.float64)
+    b.index_put_((i.expand_as(j), j), w.expand_as(j), accumulate=True)
+    return b.to(device)
