@@ -19,6 +19,7 @@ cached file whose source differs from the request is refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -242,14 +243,34 @@ def video_features(
     """Videos (B, T, C, H, W) -> detector features (B, D), float32 on the CPU.
 
     The detector's device (its first parameter's) is used; batches move there one at a time.
+    Its convolutions run in IEEE fp32, not the TF32 that cuDNN uses by default on recent GPUs.
     """
     check_videos(videos, protocol)
     device = _device_of(detector, default=videos.device)
     out = []
-    for start in range(0, videos.shape[0], batch_size):
-        batch = videos[start : start + batch_size].to(device)  # (b, T, C, H, W)
-        out.append(detector(preprocess_videos(batch, protocol)).float().cpu())  # (b, D)
+    with ieee_fp32_convolutions():
+        for start in range(0, videos.shape[0], batch_size):
+            batch = videos[start : start + batch_size].to(device)  # (b, T, C, H, W)
+            out.append(detector(preprocess_videos(batch, protocol)).float().cpu())  # (b, D)
     return torch.cat(out)
+
+
+@contextlib.contextmanager
+def ieee_fp32_convolutions():
+    """Within the block, cuDNN fp32 convolutions are IEEE fp32, not TF32 (10-bit mantissa)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        old, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:
+        old, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
 
 
 def _device_of(detector: Callable, default: torch.device) -> torch.device:

@@ -153,6 +153,18 @@ def test_preprocess_rounds_resizes_and_scales():
         preprocess_videos(levels[:, :8], PROTOCOL)
 
 
+def test_detector_runs_without_tf32():
+    seen = []
+
+    def detector(x):
+        seen.append(torch.backends.cudnn.conv.fp32_precision)
+        return x.mean(dim=(2, 3, 4))  # (B, 3)
+
+    before = torch.backends.cudnn.conv.fp32_precision
+    video_features(random_videos(2, 0), detector, PROTOCOL, batch_size=1)
+    assert seen == ["ieee", "ieee"] and torch.backends.cudnn.conv.fp32_precision == before
+
+
 def test_fvd_between_two_sets_and_fvd_of_videos_agree():
     a, b = random_videos(12, 0), random_videos(12, 1, offset=0.1)
     ab = fvd_between(a, b, PoolExtractor(), PROTOCOL, batch_size=5, sources=({"first_n": 12}, {"offset": 12}))

