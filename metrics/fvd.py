@@ -1,6 +1,6 @@
 """Fréchet Video Distance under the StyleGAN-V protocol, with its protocol recorded.
 
-Protocol (shared/reference/metrics-protocol.md, section 6):
+Protocol (after universome/stylegan-v `src/metrics/frechet_video_distance.py`; covariance n-1 as TF-GAN):
     video (B, T, C, H, W), uint8 or float in [0, 1] (rounded to uint8 levels, not truncated)
     -> bilinear squash to 224x224 (align_corners=False, no antialias, no crop)
     -> 2x/255 - 1, i.e. [-1, 1]
@@ -19,6 +19,7 @@ cached file whose source differs from the request is refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -91,6 +92,7 @@ class FVDResult:
     n_fake: int
     protocol: FVDProtocol
     real_clips: Mapping  # how real clips were chosen, e.g. {"split": "test", "stride": 1, "seed": 0}
+    fake_clips: Mapping | None = None  # how the second set was chosen, when it is not generated
 
     def to_dict(self) -> dict:
         return {
@@ -98,6 +100,7 @@ class FVDResult:
             "n_real": self.n_real,
             "n_fake": self.n_fake,
             "real_clips": dict(self.real_clips),
+            **({"fake_clips": dict(self.fake_clips)} if self.fake_clips is not None else {}),
             **self.protocol.to_dict(),
         }
 
@@ -240,14 +243,34 @@ def video_features(
     """Videos (B, T, C, H, W) -> detector features (B, D), float32 on the CPU.
 
     The detector's device (its first parameter's) is used; batches move there one at a time.
+    Its convolutions run in IEEE fp32, not the TF32 that cuDNN uses by default on recent GPUs.
     """
     check_videos(videos, protocol)
     device = _device_of(detector, default=videos.device)
     out = []
-    for start in range(0, videos.shape[0], batch_size):
-        batch = videos[start : start + batch_size].to(device)  # (b, T, C, H, W)
-        out.append(detector(preprocess_videos(batch, protocol)).float().cpu())  # (b, D)
+    with ieee_fp32_convolutions():
+        for start in range(0, videos.shape[0], batch_size):
+            batch = videos[start : start + batch_size].to(device)  # (b, T, C, H, W)
+            out.append(detector(preprocess_videos(batch, protocol)).float().cpu())  # (b, D)
     return torch.cat(out)
+
+
+@contextlib.contextmanager
+def ieee_fp32_convolutions():
+    """Within the block, cuDNN fp32 convolutions are IEEE fp32, not TF32 (10-bit mantissa)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        old, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:
+        old, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
 
 
 def _device_of(detector: Callable, default: torch.device) -> torch.device:
@@ -263,6 +286,44 @@ def update_stats(
 ) -> None:
     """Add a batch of videos (B, T, C, H, W) to `stats`, under `stats.protocol`."""
     stats.update(video_features(videos, detector, stats.protocol, batch_size))
+
+
+# ----------------------------------------------------------------------------
+# FVD of a set of videos, and the references printed beside it
+# ----------------------------------------------------------------------------
+
+def fvd_of_videos(
+    real: FeatureStats, videos: torch.Tensor, detector: Callable, batch_size: int = 16
+) -> FVDResult:
+    """FVD of videos (N, T, C, H, W) against real statistics, under the real statistics' protocol.
+
+    The model's samples and a baseline fill (e.g. `metrics.baselines` copy-nearest-given-frame)
+    go through this same call, so their FVDs are comparable at equal N.
+    """
+    fake = FeatureStats(real.protocol, real.source)
+    update_stats(fake, videos, detector, batch_size)
+    return fvd(real, fake)
+
+
+def fvd_between(
+    videos_a: torch.Tensor,
+    videos_b: torch.Tensor,
+    detector: Callable,
+    protocol: FVDProtocol,
+    batch_size: int = 16,
+    sources: tuple[Mapping, Mapping] = ({}, {}),
+) -> FVDResult:
+    """FVD between two sets of videos (N, T, C, H, W), e.g. two disjoint sets of real clips.
+
+    Two disjoint real sets of the evaluation's N give the floor that sampling alone produces:
+    a model whose FVD is near it is as close to the data as this N can tell. `sources` say how
+    each set was chosen; they are recorded as `real_clips` and `fake_clips`.
+    """
+    stats = []
+    for videos, source in zip((videos_a, videos_b), sources, strict=True):
+        stats.append(FeatureStats(protocol, source))
+        update_stats(stats[-1], videos, detector, batch_size)
+    return dataclasses.replace(fvd(*stats), fake_clips=dict(sources[1]))
 
 
 # ----------------------------------------------------------------------------
