@@ -22,14 +22,12 @@ from pathlib import Path
 
 import torch
 
+from vdt.errors import WeightsMissingError
+
 I3D_ENV_VAR = "VDT_I3D_WEIGHTS"
 # Both hold the TF-Hub Kinetics-400 I3D, so FVD values from either are comparable.
 I3D_FILENAMES = ("i3d_pretrained_400.pt", "i3d_torchscript.pt")
 ALEXNET_FILENAME = "alexnet-owt-7be5be79.pth"
-
-
-class WeightsMissingError(FileNotFoundError):
-    """A weights file is not on disk; the message says which file and where it goes."""
 
 
 def default_cache_dir() -> Path:
