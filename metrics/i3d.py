@@ -9,7 +9,8 @@ converter; `rgb_imagenet.pt`: DeepMind GitHub checkpoint, not FVD-comparable) lo
     (B, 3, T, 224, 224) in [-1, 1], T >= 9  ->  (B, 400) logits averaged over time.
 
 TF details kept: "SAME" padding with the extra pixel at the end, BatchNorm eps 1e-3.
-See shared/reference/metrics-protocol.md section 2 for the layout facts.
+Layout facts: piergiaj/pytorch-i3d `pytorch_i3d.py`; TF-Hub weight conversion: songweige/TATS
+`tats/fvd/convert_tf_pretrained.py` (docs/metrics.md lists the sources).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def random_i3d(seed: int = 0) -> InceptionI3d:
 
 
 def test_layout_matches_reference_counts():
-    """Key and parameter counts from shared/reference/metrics-protocol.md section 2."""
+    """Key and parameter counts of piergiaj/pytorch-i3d `InceptionI3d(400, in_channels=3)`."""
     model = InceptionI3d()
     keys = list(model.state_dict())
     assert len(keys) == 344
