@@ -68,3 +68,20 @@ def test_bench_kernels_prints_each_comparison(capsys):
     assert rows == ["vdt kernel", "SDPA (flash)",  # spatial
                     "vdt kernel", "SDPA math backend", "SDPA (flash)",  # temporal
                     "vdt kernel", "aten"]  # GELU
+
+
+def test_bench_model_speed_prints_the_peak_beside_each_mfu(capsys, monkeypatch):
+    """Every MFU line names the matmul peak it divides by; a peak measured idle can be given."""
+    from benchmarks import bench_model_speed
+    from benchmarks.machine import PEAK_ENV_VAR, matmul_peak, peak_text
+
+    monkeypatch.delenv(PEAK_ENV_VAR, raising=False)
+    bench_model_speed.main(["--threads", "1", "--steps", "1", "--batch", "1", "--peak-gflops", "136.2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "MFU" in line]
+    assert len(lines) == 3  # the header, ours, official
+    assert all("against a 136 GFLOP/s float32 matmul peak (given in --peak-gflops)" in line for line in lines)
+    measured = matmul_peak(torch.device("cpu"), sizes=(256,), reps=2)
+    assert measured["calls"] == 2 and "256², best of 2 calls, 1-min load" in peak_text(measured)
+    monkeypatch.setenv(PEAK_ENV_VAR, "99")
+    assert peak_text(matmul_peak(torch.device("cpu"))) == ("against a 99 GFLOP/s float32 matmul peak "
+                                                           f"(given in ${PEAK_ENV_VAR})")
