@@ -3,7 +3,7 @@
     python benchmarks/bench_model_speed.py [--threads 2] [--steps 5] [--compile] [--profile] [--peak-gflops G]
 
 One step is a full AdamW update: forward, MSE loss, backward, optimizer step. Both models get the same
-config (the issue's: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
+config (the comparison config: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
 tokens), the same inputs, and alternate step by step, so background load hits both alike. Prints the
 median step times, the speed-up and the MFU, with the matmul peak it is against beside each MFU: the best of 20
 2048² fp32 matmuls measured before the steps (with the load average then), or a peak measured on the idle machine
@@ -98,7 +98,7 @@ def matmul_peak(given_gflops: float | None = None) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's machine: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model, after one warm-up step")
     parser.add_argument("--batch", type=int, default=8, help="videos per step")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models before timing")
