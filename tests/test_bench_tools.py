@@ -85,3 +85,18 @@ def test_bench_model_speed_prints_the_peak_beside_each_mfu(capsys, monkeypatch):
     monkeypatch.setenv(PEAK_ENV_VAR, "99")
     assert peak_text(matmul_peak(torch.device("cpu"))) == ("against a 99 GFLOP/s float32 matmul peak "
                                                            f"(given in ${PEAK_ENV_VAR})")
+
+
+def test_summary_recomputes_mfu_against_a_given_idle_peak():
+    from benchmarks.summary import summary_markdown, with_peak
+
+    info = {"torch": "2", "device": "cpu", "flops": 100e9, "flops_per_s": 50e9, "mfu": 0.7, "items": 10, "unit": "x",
+            "matmul_peak_flops_per_s": 71e9, "official_flops_per_s": 40e9, "official_mfu": 0.56,
+            "official_median_s": 2.5, "official_s": [2.5], "official_tokens_per_s": 4.0, "speedup": 1.25}
+    data = {"benchmarks": [{"group": "train step: ours vs official design", "name": "test_x",
+                            "stats": {"median": 2.0, "min": 2.0, "rounds": 1}, "extra_info": info}]}
+    text = summary_markdown(with_peak(data, 100e9))
+    assert "MFU against a 100GFLOP/s matmul peak measured on the idle machine" in text and "measured 71GFLOP/s" in text
+    assert "| 50.0% |" in text and "| 40.0% |" in text and "(MFU 40%), ours 2.00 s (MFU 50%)" in text
+    assert info["mfu"] == 0.7  # the input is left as it was
+    assert "best of the session): 71GFLOP/s" in summary_markdown(data) and "| 70.0% |" in summary_markdown(data)
