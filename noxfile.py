@@ -22,8 +22,9 @@ def lint(session):
 
 @nox.session
 def docs(session):
-    """The docs check: every ```bash command in README.md and docs/ still parses (sweeps as --dry-run), every
-    relative link resolves (tests/test_docs.py; about a minute)."""
+    """The docs check: README/docs commands still parse (sweeps as --dry-run) and links resolve (about a minute).
+
+    tests/test_docs.py: the ```bash blocks of README.md and docs/*.md are the runnable commands."""
     session.run("pytest", "tests/test_docs.py", *session.posargs)
 
 
