@@ -331,7 +331,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--i3d-weights", help="I3D weights file (piergiaj layout or StyleGAN-V TorchScript)")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="smoke mode: a random-init I3D when weights are missing; FVD is marked uncalibrated")
-    vdt_cli.add_config_args(p, "eval.* / data.* overrides (evaluate on other data with --data)")
+    vdt_cli.add_config_args(p, "eval.* / data.* overrides", "eval.num_videos=256 eval.guidance=2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

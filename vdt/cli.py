@@ -25,10 +25,11 @@ def parser(prog: str, description: str, examples: Sequence[str] = (), notes: str
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_config_args(p: argparse.ArgumentParser, what: str = "config overrides") -> None:
+def add_config_args(p: argparse.ArgumentParser, what: str = "config overrides",
+                    example: str = "model.depth=8 data.frames=16") -> None:
     """``--set KEY=VALUE ...`` (repeatable) and ``--data NAME:ROOT``, with the same help everywhere."""
     p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"{what}, e.g. --set model.depth=8 data.frames=16 (repeatable; wins over --data)")
+                   help=f"{what}, e.g. --set {example} (repeatable; wins over --data)")
     p.add_argument("--data", metavar="NAME:ROOT",
                    help="dataset shortcut: ucf101:/data/UCF-101 = --set data.name=ucf101 data.root=/data/UCF-101 "
                         "(names: bouncing, ucf101, taichi, sky; see docs/data.md)")
