@@ -293,3 +293,9 @@ def test_a_broken_link_or_anchor_fails(tmp_path):
     assert broken_links(page, tmp_path) == []
     page.write_text("[gone](c.md) [anchor](a.md#not-a-heading) [code](a.md#not-a-heading-1)\n")
     assert len(broken_links(page, tmp_path)) == 3
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_each_docs_page_starts_with_the_question_it_answers(path):
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert lines[0].startswith("# ") and lines[1].startswith("**") and "?" in lines[1] + lines[2]
