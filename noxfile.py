@@ -36,6 +36,16 @@ def bench(session):
 
 
 @nox.session(default=False)
+def gpu(session):
+    """On a CUDA machine (under 8 minutes): the tests marked cuda, then benchmarks/bench_gpu.py (results/bench/).
+    A machine where torch sees no GPU fails the tests instead of skipping them."""
+    try:
+        session.run("pytest", "-m", "cuda", *session.posargs, env={"VDT_REQUIRE_GPU": "1"})
+    finally:  # the benchmark's numbers are worth having even when a test fails
+        session.run("python", "benchmarks/bench_gpu.py")
+
+
+@nox.session(default=False)
 def slurm(session):
     """Bring up a one-node SLURM cluster (root, apt), run the tests marked slurm, take it down."""
     session.run("bash", "scripts/slurm_up.sh", external=True)
