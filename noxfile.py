@@ -5,19 +5,27 @@ session would copy it every time. ``nox -l`` lists the sessions."""
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "docs", "tests"]
 
 
 @nox.session
 def tests(session):
     """The test suite (CPU, about 3 minutes on 2 idle cores); SLURM tests skip unless the cluster is up."""
-    session.run("pytest", "-m", "not slurm", *session.posargs)
+    session.run("pytest", "-m", "not slurm", "--ignore=tests/test_docs.py", *session.posargs)
 
 
 @nox.session
 def lint(session):
     """ruff over the whole tree."""
     session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session
+def docs(session):
+    """The docs check: README/docs commands still parse (sweeps as --dry-run) and links resolve (about a minute).
+
+    tests/test_docs.py: the ```bash blocks of README.md and docs/*.md are the runnable commands."""
+    session.run("pytest", "tests/test_docs.py", *session.posargs)
 
 
 @nox.session(default=False)

@@ -13,34 +13,33 @@ import sys
 from pathlib import Path
 
 from ablations import cost, launcher, rundir, status, sweeps
+from vdt import cli as vdt_cli
 from vdt.config import ConfigError
+from vdt.errors import DataError
 
-EPILOG = """examples:
-  python ablations/run.py --list
-  python ablations/run.py --sweep conditioning                      # tiny, on this machine
-  python ablations/run.py --sweep depth --set train.steps=100 --seeds 0
-  python ablations/run.py --sweep conditioning --profile paper --set data.root=/data/UCF-101 \\
-      --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --cpus-per-task 10 \\
-      --time-min 1440 --dry-run --gpu H100 --mfu 0.4
-  python ablations/run.py --sweep conditioning --status
-  python ablations/run.py --sweep conditioning --retry-failed
-Override keys are RunConfig fields (vdt/config.py): model.*, diffusion.*, masks.*, data.*, train.*, eval.*.
-Exit status: 0 all runs done, 1 some runs failed, 2 bad option/override, 3 sweep locked by another launch."""
+EXAMPLES = [
+    "python ablations/run.py --list",
+    "python ablations/run.py --sweep conditioning                      # tiny, on this machine",
+    "python ablations/run.py --sweep depth --set train.steps=100 --seeds 0",
+    "python ablations/run.py --sweep conditioning --profile paper --data ucf101:/data/UCF-101 \\\n"
+    "      --executor slurm --partition gpu --gpus-per-node 8 --tasks-per-node 8 --cpus-per-task 10 \\\n"
+    "      --time-min 1440 --dry-run --gpu H100 --mfu 0.4",
+    "python ablations/run.py --sweep conditioning --status",
+    "python ablations/run.py --sweep conditioning --retry-failed",
+]
+NOTES = (vdt_cli.CONFIG_KEYS + ".\nexit status: 0 all runs done, 1 some runs failed, 2 an input error (bad option, "
+         "--set or --data), 3 sweep locked by another launch.")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python ablations/run.py", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train and evaluate every run of an ablation sweep, locally or on SLURM; re-running skips "
-                    "finished runs and resumes interrupted ones.")
+    p = vdt_cli.parser(
+        "python ablations/run.py",
+        "Train and evaluate every run of an ablation sweep, locally or on SLURM; re-running skips finished runs and "
+        "resumes interrupted ones.", examples=EXAMPLES, notes=NOTES)
     p.add_argument("--sweep", help=f"the sweep: {', '.join(sweeps.SWEEPS)}")
     p.add_argument("--profile", default="tiny", choices=list(sweeps.PROFILES),
                    help="tiny: CPU, built-in data (default); paper: the paper's model and data, for GPUs")
-    p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
-                   help="config overrides applied to every run, e.g. --set train.steps=100 eval.num_videos=8 "
-                        "(repeatable)")
-    p.add_argument("--data", metavar="NAME:ROOT", help="dataset shortcut, e.g. ucf101:/data/ucf "
-                                                     "(= --set data.name=ucf101 data.root=/data/ucf)")
+    vdt_cli.add_config_args(p, "config overrides applied to every run")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds per variant (default: the profile's)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all; see --list)")
     p.add_argument("--results", default="results/runs", type=Path,
@@ -132,7 +131,19 @@ def dry_run(specs: list, opts: launcher.Options, args) -> str:
     return "\n".join(lines)
 
 
+def check_data_roots(specs: list) -> None:
+    """A data.root that is not a directory here fails every job: say so before submitting (--dry-run skips this)."""
+    for root in sorted({s.cfg.data.root for s in specs if s.cfg.data.root}):
+        if not Path(root).expanduser().is_dir():
+            raise DataError(f"data.root={root}: no such directory (give the dataset folder; see docs/data.md)")
+
+
 def main(argv=None) -> int:
+    """``python ablations/run.py``; an input error prints its message and exits 2 (``vdt.cli.run``)."""
+    return vdt_cli.run(run_sweep, argv)
+
+
+def run_sweep(argv=None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -146,11 +157,7 @@ def main(argv=None) -> int:
         print(status.status_table(rows) if rows else f"no runs under {sweep_dir}")
         return 0
     try:
-        items = [kv for group in args.set for kv in group]
-        if args.data:
-            name, _, root = args.data.partition(":")
-            items = [f"data.name={name}"] + ([f"data.root={root}"] if root else []) + items
-        sets = sweeps.parse_sets(items)
+        sets = sweeps.parse_sets(vdt_cli.overrides(args))
         specs = sweeps.expand(args.sweep, args.profile, sets, seeds=args.seeds, variants=args.variants)
         opts = options_from_args(args, sweeps.PROFILES[args.profile])
     except (ConfigError, ValueError) as e:
@@ -163,6 +170,7 @@ def main(argv=None) -> int:
     if args.no_wait and launcher.resolve_executor(opts.executor) != "slurm":
         print("error: --no-wait: only SLURM jobs outlive the launcher; use --executor slurm", file=sys.stderr)
         return 2
+    check_data_roots(specs)
     try:
         rows = launcher.launch(specs, args.results, opts, retry_failed=args.retry_failed)
     except rundir.LockHeld as e:

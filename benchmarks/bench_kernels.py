@@ -1,4 +1,4 @@
-"""vdt's CPU kernels against PyTorch's, op by op, at the core issue's config (one block's worth of work).
+"""vdt's CPU kernels against PyTorch's, op by op, at the comparison config (one block's worth of work).
 
     python benchmarks/bench_kernels.py [--threads 2] [--repeats 5]
 
@@ -57,7 +57,7 @@ def math_sdpa(q, k, v):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's machine: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per candidate")
     args = parser.parse_args(argv)
     if not cpu_kernels.available():

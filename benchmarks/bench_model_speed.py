@@ -1,11 +1,13 @@
 """Training-step speed of our VDT against the official architecture, side by side on the CPU.
 
-    python benchmarks/bench_model_speed.py [--threads 2] [--steps 5] [--compile] [--profile]
+    python benchmarks/bench_model_speed.py [--threads 2] [--steps 5] [--compile] [--profile] [--peak-gflops G]
 
 One step is a full AdamW update: forward, MSE loss, backward, optimizer step. Both models get the same
-config (the issue's: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
+config (the comparison config: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
 tokens), the same inputs, and alternate step by step, so background load hits both alike. Prints the
-median step times, the speed-up and the MFU against a measured fp32 matmul peak.
+median step times, the speed-up and the MFU, with the matmul peak it is against beside each MFU: the best of 20
+2048² fp32 matmuls measured before the steps (with the load average then), or a peak measured on the idle machine
+(--peak-gflops, or $VDT_MATMUL_PEAK_GFLOPS). A peak measured under load is low and makes every MFU too high.
 
 --compile wraps both models in torch.compile (the two untimed warm-up steps compile: minutes on a CPU).
 --profile then profiles one more step of each and prints where the time goes, op by op.
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.machine import PEAK_ENV_VAR, peak_text
+from benchmarks.machine import matmul_peak as measure_peak
 from vdt.config import ModelConfig
 from vdt.model import VDT, count_flops
 
@@ -84,23 +88,28 @@ def time_side_by_side(steps_by_name: dict, steps=5, warmup=1) -> dict:
     return times
 
 
-def matmul_peak(n=2048, repeats=5) -> float:
-    """Best fp32 FLOP/s of an n x n matmul on the current thread setting."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    return max(2 * n**3 / timed(lambda: a @ b)[0] for _ in range(repeats))
+def matmul_peak(given_gflops: float | None = None) -> dict:
+    """The fp32 matmul peak MFU is against: given (measured idle), else the best of 20 2048² matmuls now."""
+    if given_gflops:
+        return {"flops_per_s": given_gflops * 1e9, "n": 2048, "dtype": "float32", "given": True,
+                "source": "--peak-gflops"}
+    return measure_peak(torch.device("cpu"), sizes=(2048,), reps=20)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's machine: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model, after one warm-up step")
     parser.add_argument("--batch", type=int, default=8, help="videos per step")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models before timing")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one profiled step of each")
+    parser.add_argument("--peak-gflops", type=float, help="the fp32 matmul peak for MFU, measured on the idle "
+                        f"machine (also ${PEAK_ENV_VAR}); default: measured now, before the steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    peak = matmul_peak(args.peak_gflops)  # before the models exist: their memory doesn't slow it
+    mfu_of = peak_text(peak)
     cfg = ModelConfig(**ISSUE_CONFIG)
     x = torch.randn(args.batch, cfg.frames, cfg.channels, cfg.size, cfg.size)
     t = torch.randint(0, 1000, (args.batch,))
@@ -110,18 +119,17 @@ def main(argv=None):
     y = torch.zeros(args.batch, dtype=torch.long)
     steps = {"ours": train_step(ours, x, t), "official": train_step(official, x, t, y)}
     times = time_side_by_side(steps, steps=args.steps, warmup=2 if args.compile else 1)  # compile: 2nd call recompiles
-    peak = matmul_peak()
     flops = count_flops(cfg, args.batch)
     tokens = args.batch * cfg.frames * (cfg.size // cfg.patch) ** 2
     print(f"device cpu, threads {torch.get_num_threads()}, fp32{', torch.compile' if args.compile else ''}, "
           f"batch {args.batch} ({tokens} tokens), "
           f"depth {cfg.depth}, hidden {cfg.hidden}, heads {cfg.heads}; {flops / 1e9:.1f} GFLOP per step")
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (2048x2048 fp32, best of 5)")
+    print(f"MFU is {mfu_of}")
     wall = {name: statistics.median(w for w, _ in ts) for name, ts in times.items()}
     cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
     for name, ts in times.items():
-        print(f"{name:9s} median {wall[name]:.3f} s/step (CPU {cpu[name]:.3f} s)  MFU {flops / wall[name] / peak:.1%}  "
-              f"wall {[round(w, 2) for w, _ in ts]}")
+        print(f"{name:9s} median {wall[name]:.3f} s/step (CPU {cpu[name]:.3f} s)  "
+              f"MFU {flops / wall[name] / peak['flops_per_s']:.1%} {mfu_of}  wall {[round(w, 2) for w, _ in ts]}")
     print(f"speed-up {wall['official'] / wall['ours']:.2f}x (median wall), {cpu['official'] / cpu['ours']:.2f}x "
           "(median process CPU time: steadier on a shared machine, with OMP_WAIT_POLICY=PASSIVE)")
     if args.profile:

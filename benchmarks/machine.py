@@ -1,8 +1,10 @@
 """The machine a benchmark runs on: its id, the device and precision, the clock, memory, and the matmul peak.
 
 MFU (model FLOPs utilisation) divides a model's FLOPs per second by ``matmul_peak``: the best rate of a large dense
-matmul measured on the same device, in the same precision, in the same session. It is an achieved peak, not the data
-sheet's, so an MFU of 1.0 means "as fast as this machine multiplies big matrices".
+matmul measured on the same device, in the same precision. It is an achieved peak, not the data sheet's, so an MFU of
+1.0 means "as fast as this machine multiplies big matrices". Measured under load, the peak comes out low and every MFU
+too high, so a peak measured on the idle machine can be given in ``$VDT_MATMUL_PEAK_GFLOPS`` (then it is used as is);
+otherwise it is measured in the session, with the load average beside it. ``peak_text`` says which, next to each MFU.
 """
 
 import contextlib
@@ -121,11 +123,24 @@ def peak_rss_mb() -> float:
 # The matmul peak
 # ----------------------------------------------------------------------------------------------------------------------
 
+PEAK_ENV_VAR = "VDT_MATMUL_PEAK_GFLOPS"
+
+
+def peak_text(peak: dict) -> str:
+    """What an MFU is against, printed beside it: 'against a 136 GFLOP/s fp32 matmul peak (2048², best of 20 calls,
+    load 0.1)', or '(given in $VDT_MATMUL_PEAK_GFLOPS)'."""
+    how = (f"given in {peak.get('source', '$' + PEAK_ENV_VAR)}" if peak.get("given") else
+           f"{peak['n']}², best of {peak['calls']} calls, 1-min load {peak['load_avg_1m']:.1f}")
+    return f"against a {peak['flops_per_s'] / 1e9:.0f} GFLOP/s {peak['dtype']} matmul peak ({how})"
+
+
 def refresh_peak(peak: dict, dev: torch.device) -> dict:
     """Re-measure the peak at the largest size (a couple of calls) and keep the best rate seen in the session.
 
     Called before each training benchmark: on a machine shared with other processes, a peak measured once at the
-    start can be slower than the machine is later, and MFU would exceed 100%."""
+    start can be slower than the machine is later, and MFU would exceed 100%. A given peak stays."""
+    if peak.get("given"):
+        return peak
     now = matmul_peak(dev, sizes=(peak["n"],), reps=2)
     if now["flops_per_s"] > peak["flops_per_s"]:
         peak.update(now)
@@ -136,11 +151,15 @@ def matmul_peak(dev: torch.device, sizes=None, reps: int | None = None) -> dict:
     """The best FLOP/s of square matmuls (2 n^3 FLOPs each) in the benchmarks' precision.
 
     CPU: fp32 at n = 1024 and 2048; CUDA: bf16 at n = 8192. One untimed call per size warms up; the fastest
-    timed call wins, the clock being read after a device sync."""
+    timed call wins, the clock being read after a device sync. ``$VDT_MATMUL_PEAK_GFLOPS`` (a peak measured on the
+    idle machine) replaces the measurement."""
     cuda = dev.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    if os.environ.get(PEAK_ENV_VAR):
+        return {"flops_per_s": float(os.environ[PEAK_ENV_VAR]) * 1e9, "n": 2048, "dtype": str(dtype).removeprefix(
+            "torch."), "given": True}
     sizes = sizes or ((8192,) if cuda else (1024, 2048))
     reps = reps or (20 if cuda else 4)
-    dtype = torch.bfloat16 if cuda else torch.float32
     best = {"flops_per_s": 0.0}
     for n in sizes:
         a = torch.randn(n, n, device=dev, dtype=dtype)
@@ -154,4 +173,5 @@ def matmul_peak(dev: torch.device, sizes=None, reps: int | None = None) -> dict:
             rate = 2 * n**3 / (time.perf_counter() - t0)
             if rate > best["flops_per_s"]:
                 best = {"flops_per_s": rate, "n": n, "dtype": str(dtype).removeprefix("torch.")}
+    best.update(calls=reps, load_avg_1m=round(os.getloadavg()[0], 2))
     return best

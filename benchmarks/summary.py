@@ -1,6 +1,6 @@
 """A markdown summary of one pytest-benchmark JSON: one row per benchmark, the ours-vs-official speed-up, scaling.
 
-    python benchmarks/summary.py results/bench/<machine-id>/<platform>/0001_*.json [--command "..."]
+    python benchmarks/summary.py results/bench/<machine-id>/<platform>/0001_*.json [--command "..."] [--peak-gflops G]
 
 Throughput is ``extra_info["items"]`` (tokens, frames, clips, videos, ...) over the median seconds per round. Memory
 is the training step's: peak RSS of a fresh process and the step's share of it on the CPU (peak minus the RSS once the
@@ -86,6 +86,18 @@ def first_info(data: dict) -> dict:
     return next((b["extra_info"] for b in data["benchmarks"] if "torch" in b.get("extra_info", {})), {})
 
 
+def with_peak(data: dict, peak_flops: float) -> dict:
+    """The same results with every MFU recomputed against ``peak_flops`` (a peak measured on the idle machine)."""
+    data = json.loads(json.dumps(data))
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        for prefix in ("", "official_"):
+            if f"{prefix}mfu" in info and f"{prefix}flops_per_s" in info:
+                info[f"{prefix}mfu"] = info[f"{prefix}flops_per_s"] / peak_flops
+    data["given_peak_flops"] = peak_flops
+    return data
+
+
 def summary_markdown(data: dict, command: str = "python benchmarks/run.py", machine: str = "") -> str:
     info, lines = first_info(data), []
     peaks = [b["extra_info"]["matmul_peak_flops_per_s"] for b in data["benchmarks"]
@@ -94,8 +106,12 @@ def summary_markdown(data: dict, command: str = "python benchmarks/run.py", mach
     where = info.get("device", "?") + (f" (`{machine}`)" if machine else "")
     lines.append(f"Machine: {where}; torch {info.get('torch', '?')}, {info.get('threads', '?')} threads, "
                  f"{info.get('dtype', '?')}; date {data.get('datetime', '?')[:19]}; command `{command}`.")
-    if peak:
-        lines.append(f"Matmul peak (best of the session): {fmt_number(peak)}FLOP/s.")
+    if data.get("given_peak_flops"):
+        lines.append(f"MFU against a {fmt_number(data['given_peak_flops'])}FLOP/s matmul peak measured on the idle "
+                     f"machine (`--peak-gflops`); the session itself measured {fmt_number(peak or 0)}FLOP/s.")
+    elif peak:
+        lines.append(f"MFU against the matmul peak measured in the session (best of the session): "
+                     f"{fmt_number(peak)}FLOP/s.")
     loads = [b["extra_info"]["load_avg_1m"] for b in data["benchmarks"] if "load_avg_1m" in b.get("extra_info", {})]
     if loads:
         busy = max(loads) > (os.cpu_count() or 1)
@@ -130,7 +146,9 @@ def summary_markdown(data: dict, command: str = "python benchmarks/run.py", mach
         lines.append("Scaling (cpu-small, batch 2; log-log least squares on the fastest round): " + ", ".join(parts)
                      + ". See scaling.png.")
     lines.append("")
-    lines.append(FLOPS_NOTE)
+    lines.append(FLOPS_NOTE + (" Here every MFU is recomputed from the timings against the peak given above, "
+                               "measured on the idle machine: a peak measured under load is low and inflates MFU."
+                               if data.get("given_peak_flops") else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -139,8 +157,12 @@ def main(argv=None) -> None:
     p.add_argument("json", type=Path, help="a pytest-benchmark JSON file")
     p.add_argument("--command", default="python benchmarks/run.py", help="the command that produced it")
     p.add_argument("--machine", default="", help="the machine id (results/bench/<machine-id>)")
+    p.add_argument("--peak-gflops", type=float, help="recompute every MFU against this matmul peak (measured idle)")
     args = p.parse_args(argv)
-    print(summary_markdown(json.loads(args.json.read_text()), args.command, args.machine), end="")
+    data = json.loads(args.json.read_text())
+    if args.peak_gflops:
+        data = with_peak(data, args.peak_gflops * 1e9)
+    print(summary_markdown(data, args.command, args.machine), end="")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ PRESETS = {
 }
 QUICK = {"cpu-tiny-8f-16px": (("model.preset=cpu-tiny", "data.frames=8", "data.size=16"), 2)}
 MODES = ("token_concat", "cross_attn", "adaln")
-# The comparison config: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 (32,768 tokens).
+# The comparison config: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 (32,768 tokens).
 OFFICIAL_CFG = ("model.preset=cpu-small", "model.depth=4", "model.hidden=128", "model.heads=4", "model.patch=2",
                 "data.frames=16", "data.size=32", "data.channels=3")
 OFFICIAL_BATCH = 8

@@ -38,10 +38,12 @@ from metrics import HIGHER_IS_BETTER, frame, fvd, perceptual
 from metrics.baselines import baseline_fills
 from metrics.i3d import InceptionI3d, load_i3d
 from metrics.weights import WeightsMissingError, resolve_i3d_weights, sha256_file
+from vdt import cli as vdt_cli
 from vdt.config import MASK_KINDS, ConfigError, MaskConfig, RunConfig, coerce, load_config
 from vdt.data import build_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
+from vdt.errors import PathError
 from vdt.masks import task_mask
 from vdt.model import VDT
 
@@ -84,7 +86,7 @@ class Evaluator:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         if not ckpt_path.exists():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint; train first (python -m vdt.train --run-dir "
+            raise PathError(f"{ckpt_path}: no checkpoint; train first (python -m vdt.train --run-dir "
                                     f"{self.run_dir})")
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         self.step, self.ckpt_path = ckpt["step"], ckpt_path
@@ -304,16 +306,21 @@ def evaluate_run(run_dir, cfg: RunConfig | None = None, *, tasks=None, progress:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python metrics/evaluate.py",
-        description="Sample from a trained run and score it (PSNR, SSIM, LPIPS on generated frames; FVD on clips). "
-                    "Writes DIR/eval.json and DIR/samples/<task>.npz. Rerunning resumes from DIR/eval_cache/.",
-        epilog="Tasks: predict backward interpolate unconditional one_frame random_frames spatial_temporal, with "
-               "optional parameters: predict:k=4, backward:k=4, interpolate:stride=2, random_frames:p=0.5, "
-               "spatial_temporal:ratio=0.5.\nWeights: I3D from --i3d-weights, $VDT_I3D_WEIGHTS or ~/.cache/vdt-bench/"
-               " (i3d_pretrained_400.pt or i3d_torchscript.pt); LPIPS AlexNet from "
-               "$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth. Missing weights give null metrics with the "
-               "reason.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = vdt_cli.parser(
+        "python metrics/evaluate.py",
+        "Sample from a trained run and score it (PSNR, SSIM, LPIPS on generated frames; FVD on clips). Writes "
+        "DIR/eval.json and DIR/samples/<task>.npz. Rerunning resumes from DIR/eval_cache/.",
+        examples=["python metrics/evaluate.py --run-dir RUN --task predict --task interpolate:stride=2",
+                  "python metrics/evaluate.py --run-dir RUN --num-videos 256 --i3d-weights ~/i3d_pretrained_400.pt",
+                  "python metrics/evaluate.py --run-dir RUN --data ucf101:/data/UCF-101 --set eval.fvd=true"],
+        notes="tasks: predict backward interpolate unconditional one_frame random_frames spatial_temporal, with "
+              "optional parameters: predict:k=4, backward:k=4, interpolate:stride=2, random_frames:p=0.5, "
+              "spatial_temporal:ratio=0.5.\nweights: I3D from --i3d-weights, $VDT_I3D_WEIGHTS or ~/.cache/vdt-bench/ "
+              "(i3d_pretrained_400.pt or i3d_torchscript.pt); LPIPS AlexNet from "
+              "$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth. Missing weights give null metrics with the "
+              "reason (an explicit --i3d-weights that is missing is an error).\n" + vdt_cli.CONFIG_KEYS
+              + "; here eval.* and data.*.\nexit status: 0 done, 2 an input error (bad --run-dir, --set, data path "
+                "or layout, missing weights).")
     p.add_argument("--run-dir", required=True, help="a trained run (config.json, checkpoints/last.pt)")
     p.add_argument("--task", action="append", help="task to evaluate (repeatable); default: the run's eval.tasks")
     p.add_argument("--num-videos", type=int, help="test videos (eval.num_videos)")
@@ -321,38 +328,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (eval.sample_steps)")
     p.add_argument("--eta", type=float, help="DDIM eta (eval.eta)")
     p.add_argument("--best-of", type=int, help="samples per video, best per metric (eval.best_of)")
-    p.add_argument("--data", metavar="NAME:ROOT", help="evaluate on another dataset, e.g. ucf101:/data/ucf")
     p.add_argument("--i3d-weights", help="I3D weights file (piergiaj layout or StyleGAN-V TorchScript)")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="smoke mode: a random-init I3D when weights are missing; FVD is marked uncalibrated")
-    p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
-                   help="other eval.* / data.* overrides")
-    p.add_argument("--no-progress", action="store_true")
+    vdt_cli.add_config_args(p, "eval.* / data.* overrides", "eval.num_videos=256 eval.guidance=2")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def cli(argv=None) -> int:
+def run_cli(argv=None) -> int:
+    """``python metrics/evaluate.py``: input errors propagate to ``vdt.cli.run`` (exit 2)."""
     args = get_args_parser().parse_args(argv)
     run_dir = Path(args.run_dir)
-    try:
-        cfg = load_config(run_dir / "config.json")
-        over = [kv for g in args.set for kv in g]
-        for flag, key in (("num_videos", "eval.num_videos"), ("sampler", "eval.sampler"),
-                          ("steps", "eval.sample_steps"), ("eta", "eval.eta"), ("best_of", "eval.best_of")):
-            if getattr(args, flag) is not None:
-                over.append(f"{key}={getattr(args, flag)}")
-        if args.data:
-            name, _, root = args.data.partition(":")
-            over += [f"data.name={name}", f"data.root={root}"]
-        if args.task:
-            for spec in args.task:
-                parse_task(spec, cfg)
-        cfg = cfg.with_overrides(over)
-        result = evaluate_run(run_dir, cfg, tasks=args.task, progress=not args.no_progress,
-                              i3d_weights=args.i3d_weights, allow_random_weights=args.allow_random_weights)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not (run_dir / "config.json").is_file():
+        raise PathError(f"--run-dir {run_dir}: no config.json there; give the directory of a trained run")
+    cfg = load_config(run_dir / "config.json")
+    over = vdt_cli.overrides(args)
+    for flag, key in (("num_videos", "eval.num_videos"), ("sampler", "eval.sampler"),
+                      ("steps", "eval.sample_steps"), ("eta", "eval.eta"), ("best_of", "eval.best_of")):
+        if getattr(args, flag) is not None:
+            over.append(f"{key}={getattr(args, flag)}")
+    for spec in args.task or ():
+        parse_task(spec, cfg)
+    cfg = cfg.with_overrides(over)
+    result = evaluate_run(run_dir, cfg, tasks=args.task, progress=not args.no_progress,
+                          i3d_weights=args.i3d_weights, allow_random_weights=args.allow_random_weights)
     for task, r in result["tasks"].items():
         vals = "  ".join(f"{m}={'null' if v is None else f'{v:.4g}'}" for m, v in r["metrics"].items())
         print(f"{task}: {vals}")
@@ -360,6 +360,10 @@ def cli(argv=None) -> int:
             print(f"  {m} missing: {why}")
     print(f"wrote {run_dir / 'eval.json'}")
     return 0
+
+
+def cli(argv=None) -> int:
+    return vdt_cli.run(run_cli, argv)
 
 
 if __name__ == "__main__":

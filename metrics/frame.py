@@ -4,8 +4,8 @@ For video, flatten (B, T, C, H, W) to (B*T, C, H, W) and average the (B*T,) resu
 to a task's generated pixels live in `metrics.region`, built on `ssim_map` here.
 
 PSNR: torchmetrics with `dim=(1, 2, 3)` so each image gets its own MSE (the default
-`dim=None` pools the batch into one MSE: 20.80 dB vs 33.73 dB mean per image in the
-reference measurement). Identical images give +inf.
+`dim=None` pools the batch into one MSE, which one poor image dominates). Identical images
+give +inf.
 
 SSIM (Wang et al. 2004): Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1,
 population statistics, per RGB channel. `ssim_map` is the per-pixel map of

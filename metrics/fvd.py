@@ -1,6 +1,7 @@
 """Fréchet Video Distance under the StyleGAN-V protocol, with its protocol recorded.
 
-Protocol (after universome/stylegan-v `src/metrics/frechet_video_distance.py`; covariance n-1 as TF-GAN):
+Protocol (StyleGAN-V, universome/stylegan-v `src/metrics/frechet_video_distance.py`, after the TF reference
+google-research/google-research `frechet_video_distance/`; docs/metrics.md lists the sources):
     video (B, T, C, H, W), uint8 or float in [0, 1] (rounded to uint8 levels, not truncated)
     -> bilinear squash to 224x224 (align_corners=False, no antialias, no crop)
     -> 2x/255 - 1, i.e. [-1, 1]

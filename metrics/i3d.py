@@ -12,7 +12,8 @@ state dict (`state_dict_from_flax`). StyleGAN-V's TorchScript detector
     (B, 3, T, 224, 224) in [-1, 1], T >= 9  ->  (B, 400) logits averaged over time.
 
 TF details kept: "SAME" padding with the extra pixel at the end, BatchNorm eps 1e-3.
-Layout: piergiaj/pytorch-i3d `pytorch_i3d.py`; TF network: deepmind/kinetics-i3d `i3d.py`.
+Layout facts: piergiaj/pytorch-i3d `pytorch_i3d.py`; TF-Hub weight conversion: songweige/TATS
+`tats/fvd/convert_tf_pretrained.py`; TF network: deepmind/kinetics-i3d `i3d.py` (docs/metrics.md lists the sources).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ import pandas as pd
 
 from metrics import report_page, report_plots, report_runs, report_stats, report_tables, report_videos
 from metrics.report_runs import MAKE_RUNS, NoRunsError, find_runs, flatten, load_frame
+from vdt import cli as vdt_cli
+from vdt.errors import ConfigError
 from vdt.layout import RunLayout
 
 __all__ = ["NoRunsError", "build_report", "find_runs", "get_args_parser", "load_frame", "main"]
@@ -251,12 +253,15 @@ def build_report(results="results", sweeps=None, out=None, n_boot: int = 2000, s
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Turn the runs of a sweep into tables (mean over seeds with a named 95% interval, beside the "
-                    "trivial baselines; paired differences between variants), plots, sample videos and an offline "
-                    "HTML page, written to <out>/<sweep>/ (index.html, README.md, table.*, paired.*, "
-                    "runs.csv/.parquet, plots/, videos/).",
-        epilog=f"No runs yet? Make some with: {MAKE_RUNS}")
+    parser = vdt_cli.parser(
+        "python metrics/report.py",
+        "Turn the runs of a sweep into tables (mean over seeds with a named 95% interval, beside the trivial "
+        "baselines; paired differences between variants), plots, sample videos and an offline HTML page, written to "
+        "<out>/<sweep>/ (index.html, README.md, table.*, paired.*, runs.csv/.parquet, plots/, videos/).",
+        examples=["python metrics/report.py --sweep conditioning",
+                  "python metrics/report.py --results /shared/vdt-runs --sweep depth --out /tmp/report"],
+        notes=f"No runs yet? Make some with: {MAKE_RUNS}\nexit status: 0 done, 2 an input error (no runs under "
+              "--results, an unknown --sweep, a bad option).")
     parser.add_argument("--results", default="results",
                         help="folder holding runs/<sweep>/<run_id>/ and bench/<machine>/*.json (default: results)")
     parser.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="NAME",
@@ -275,17 +280,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """``python metrics/report.py``; an input error prints its message and exits 2 (``vdt.cli.run``)."""
+    return vdt_cli.run(write_reports, argv)
+
+
+def write_reports(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.bootstrap < 1:
-        print("error: --bootstrap must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        pages = build_report(args.results, args.sweep, args.out, args.bootstrap, args.seed, args.ci_method,
-                             args.reference)
-    except NoRunsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise ConfigError(f"--bootstrap {args.bootstrap}: must be >= 1")
+    pages = build_report(args.results, args.sweep, args.out, args.bootstrap, args.seed, args.ci_method,
+                         args.reference)
     for sweep, index in pages.items():
         print(f"report for sweep {sweep!r}: {index} (and README.md, tables, plots, videos beside it)")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vdt.errors import InputError
 from vdt.layout import RunLayout
 
 log = logging.getLogger("report")
@@ -22,8 +23,8 @@ DEFAULT_DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False, "fvd": False} 
 MAKE_RUNS = "python ablations/run.py --sweep conditioning"
 
 
-class NoRunsError(RuntimeError):
-    """There is nothing to report."""
+class NoRunsError(InputError):
+    """There is nothing to report under the --results folder given (or no sweep of the name given)."""
 
 
 @dataclass(frozen=True)

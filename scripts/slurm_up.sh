@@ -2,7 +2,8 @@
 # Bring up a one-node SLURM cluster on localhost (root, Debian 12, no systemd):
 # munged, mariadbd + slurmdbd (accounting: submitit needs sacct to see dead jobs), slurmctld, slurmd.
 # Each daemon's pid goes to $VDT_SLURM_STATE/pids ("name pid" lines, oldest first); scripts/slurm_down.sh stops
-# exactly those. Reuses a running cluster it started earlier. Settings: ../shared/reference/slurm-on-one-machine.md.
+# exactly those. Reuses a running cluster it started earlier. Settings: https://slurm.schedmd.com/slurm.conf.html and
+# https://slurm.schedmd.com/accounting.html (docs/development.md: how the tests use it).
 set -euo pipefail
 
 STATE=${VDT_SLURM_STATE:-/var/lib/vdt-slurm}

@@ -68,3 +68,35 @@ def test_bench_kernels_prints_each_comparison(capsys):
     assert rows == ["vdt kernel", "SDPA (flash)",  # spatial
                     "vdt kernel", "SDPA math backend", "SDPA (flash)",  # temporal
                     "vdt kernel", "aten"]  # GELU
+
+
+def test_bench_model_speed_prints_the_peak_beside_each_mfu(capsys, monkeypatch):
+    """Every MFU line names the matmul peak it divides by; a peak measured idle can be given."""
+    from benchmarks import bench_model_speed
+    from benchmarks.machine import PEAK_ENV_VAR, matmul_peak, peak_text
+
+    monkeypatch.delenv(PEAK_ENV_VAR, raising=False)
+    bench_model_speed.main(["--threads", "1", "--steps", "1", "--batch", "1", "--peak-gflops", "136.2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "MFU" in line]
+    assert len(lines) == 3  # the header, ours, official
+    assert all("against a 136 GFLOP/s float32 matmul peak (given in --peak-gflops)" in line for line in lines)
+    measured = matmul_peak(torch.device("cpu"), sizes=(256,), reps=2)
+    assert measured["calls"] == 2 and "256², best of 2 calls, 1-min load" in peak_text(measured)
+    monkeypatch.setenv(PEAK_ENV_VAR, "99")
+    assert peak_text(matmul_peak(torch.device("cpu"))) == ("against a 99 GFLOP/s float32 matmul peak "
+                                                           f"(given in ${PEAK_ENV_VAR})")
+
+
+def test_summary_recomputes_mfu_against_a_given_idle_peak():
+    from benchmarks.summary import summary_markdown, with_peak
+
+    info = {"torch": "2", "device": "cpu", "flops": 100e9, "flops_per_s": 50e9, "mfu": 0.7, "items": 10, "unit": "x",
+            "matmul_peak_flops_per_s": 71e9, "official_flops_per_s": 40e9, "official_mfu": 0.56,
+            "official_median_s": 2.5, "official_s": [2.5], "official_tokens_per_s": 4.0, "speedup": 1.25}
+    data = {"benchmarks": [{"group": "train step: ours vs official design", "name": "test_x",
+                            "stats": {"median": 2.0, "min": 2.0, "rounds": 1}, "extra_info": info}]}
+    text = summary_markdown(with_peak(data, 100e9))
+    assert "MFU against a 100GFLOP/s matmul peak measured on the idle machine" in text and "measured 71GFLOP/s" in text
+    assert "| 50.0% |" in text and "| 40.0% |" in text and "(MFU 40%), ours 2.00 s (MFU 50%)" in text
+    assert info["mfu"] == 0.7  # the input is left as it was
+    assert "best of the session): 71GFLOP/s" in summary_markdown(data) and "| 70.0% |" in summary_markdown(data)

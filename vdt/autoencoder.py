@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
+from vdt.errors import WeightsMissingError
+
 VAE_ENV_VAR = "VDT_SD_VAE"
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -37,7 +39,7 @@ SD_VAE_CONFIG = {
 }
 
 
-class VAEWeightsMissingError(FileNotFoundError):
+class VAEWeightsMissingError(WeightsMissingError):
     """The SD-VAE weights are not on disk; the message says what to put where."""
 
 

@@ -12,6 +12,8 @@ import json
 import typing
 from dataclasses import dataclass, field
 
+from vdt.errors import ConfigError
+
 # (depth, hidden, heads, patch) per preset. VDT-S/2 and VDT-L/2 are the official sizes.
 PRESETS = {
     "VDT-S/2": dict(depth=12, hidden=384, heads=6, patch=2),
@@ -39,10 +41,6 @@ DERIVED = {
     "model.cond_frames": "derived from masks.predict_k; set that",
     "model.learn_sigma": "derived from diffusion.variance; set that",
 }
-
-
-class ConfigError(ValueError):
-    """A config value that can't be used; the message names the field."""
 
 
 def _check(ok: bool, name: str, msg: str) -> None:

@@ -1,8 +1,8 @@
 """Pieces of the VDT block whose fastest form depends on where they run: attention and the tanh-GELU. Each
 form computes the same function (to float32 rounding); tests/test_ops.py and tests/test_cpu_kernels.py check it.
 
-Measured on a 2-core AVX2 CPU at the core issue's config (``python benchmarks/bench_model_speed.py
-[--compile]``; figures in the README):
+Which form is fastest where, as measured with ``python benchmarks/bench_kernels.py`` and
+``python benchmarks/bench_model_speed.py [--compile]`` (figures and machine in docs/performance.md):
 - fp32 on an AVX2 CPU: vdt's own kernels (vdt/cpu_kernels.py) for attention with 32- or 64-wide heads (the
   spatial and the temporal attention) and for the GELU, eager or compiled. They are faster there than
   PyTorch's CPU kernels.
@@ -23,8 +23,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vdt import cpu_kernels
 
-# Math over flash, fwd+bwd on the CPU: 2.6x faster at 8 frames, 1.7x at 16, 1.1x at 64, 1.02x at 128 (its L x L
-# weights grow with L); past 64 the gain is not worth the memory.
+# On the CPU, SDPA's math backend beats its flash kernel (forward + backward) on short sequences, by less as L grows,
+# while its L x L weights grow with L: past 64 the gain is not worth the memory (docs/performance.md).
 MATH_MAX_LEN = 64
 GELU_C = 2 * math.sqrt(2 / math.pi)  # 2u = GELU_C * (h + 0.044715 h^3)
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from vdt import cli as vdt_cli
 from vdt.checkpoint import CheckpointStore, rng_state
 from vdt.config import ConfigError, RunConfig, load_config
 from vdt.data import build_dataset
@@ -262,36 +263,31 @@ def main(cfg: RunConfig | None = None, run_dir=None, *, progress: bool = True) -
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m vdt.train",
-        description="Train VDT (or resume: run again on the same --run-dir). With no arguments it trains a "
-                    "CPU-sized model on the built-in bouncing-shapes data.",
-        epilog="Examples:\n  python -m vdt.train --run-dir runs/demo --steps 200\n"
-               "  python -m vdt.train --run-dir runs/demo --steps 400   # continues the same run\n"
-               "  python -m vdt.train --set model.depth=8 data.frames=16 --set model.conditioning=cross_attn "
-               "masks.mixture=predict:1 eval.tasks=predict\n"
-               "Keys: see vdt/config.py (sections model, diffusion, masks, data, train, eval).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = vdt_cli.parser(
+        "python -m vdt.train",
+        "Train VDT (or resume: run again on the same --run-dir). With no arguments it trains a CPU-sized model on "
+        "the built-in bouncing-shapes data.",
+        examples=["python -m vdt.train --run-dir runs/demo --steps 200",
+                  "python -m vdt.train --run-dir runs/demo --steps 400   # continues the same run",
+                  "python -m vdt.train --set model.depth=8 data.frames=16 --set model.conditioning=cross_attn "
+                  "masks.mixture=predict:1 eval.tasks=predict",
+                  "python -m vdt.train --data ucf101:/data/UCF-101 --set data.size=64"],
+        notes=vdt_cli.CONFIG_KEYS + ".\nexit status: 0 done, 2 an input error (bad --set, data path or layout, too "
+                                "many bad videos, missing weights) or a non-finite loss.")
     p.add_argument("--run-dir", help="where checkpoints and logs go (default results/runs/adhoc/<config hash>); "
                                      "an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (train.steps); larger than before continues")
     p.add_argument("--ckpt-every", type=int, help="checkpoint interval in steps (train.ckpt_every)")
-    p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. --set model.depth=8 data.frames=16 (repeatable)")
-    p.add_argument("--data", metavar="NAME:ROOT", help="dataset shortcut, e.g. ucf101:/data/ucf "
-                                                     "(= --set data.name=ucf101 data.root=/data/ucf)")
+    vdt_cli.add_config_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def config_from_args(args) -> RunConfig:
-    """The run dir's saved config (when resuming) or the defaults, with --set, --steps, --ckpt-every on top."""
+    """The run dir's saved config (when resuming) or the defaults, with --data, --set, --steps, --ckpt-every on top."""
     saved = Path(args.run_dir or "") / "config.json"
     cfg = load_config(saved) if args.run_dir and saved.exists() else RunConfig()
-    overrides = [kv for group in args.set for kv in group]
-    if args.data:
-        name, _, root = args.data.partition(":")
-        overrides += [f"data.name={name}"] + ([f"data.root={root}"] if root else [])
+    overrides = vdt_cli.overrides(args)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.ckpt_every is not None:
@@ -299,17 +295,22 @@ def config_from_args(args) -> RunConfig:
     return cfg.with_overrides(overrides)
 
 
-def cli(argv=None) -> int:
+def run_cli(argv=None) -> int:
+    """``python -m vdt.train``: input errors propagate to ``vdt.cli.run`` (exit 2)."""
     args = get_args_parser().parse_args(argv)
+    cfg = config_from_args(args)
     try:
-        cfg = config_from_args(args)
         result = main(cfg, args.run_dir, progress=not args.no_progress)
-    except (ConfigError, NonFiniteLossError) as e:
+    except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if distributed_env()[0] == 0:
         print(json.dumps(result))
     return 0
+
+
+def cli(argv=None) -> int:
+    return vdt_cli.run(run_cli, argv)
 
 
 if __name__ == "__main__":

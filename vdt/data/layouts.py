@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdt.errors import DataError
+
 VIDEO_EXTS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -36,7 +38,7 @@ data.root = the Sky Time-lapse folder:
 }
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(DataError):
     """The data root is missing or does not match the expected layout; the message shows that layout."""
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vdt.data.decode import BAD_DATA_ERRORS, probe
+from vdt.errors import DataError
 
 CACHE_ENV_VAR = "VDT_CACHE_DIR"
 INDEX_VERSION = 1
 WORST_SHOWN = 10
 
 
-class BadDataError(ValueError):
+class BadDataError(DataError):
     """More of a dataset is unreadable, truncated or too short than data.max_bad_fraction allows."""
 
 
