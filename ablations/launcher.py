@@ -309,7 +309,8 @@ def classify(specs: list, sweep_dir: Path, retry_failed: bool) -> dict:
         d = sweep_dir / spec.run_id
         rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
         state = rundir.read_state(d)
-        if state["state"] == "done" and (d / "eval.json").exists():
+        if state["state"] == "done" and rundir.eval_settings_match(rundir.read_json(d / "eval.json"),
+                                                                   spec.cfg.to_dict()):
             out["done"].append(spec)
         elif status.job_alive(d, state):
             out["alive"].append(spec)

@@ -2,8 +2,9 @@
 
 A run's config is built by applying, in order, on top of ``RunConfig()``:
 profile overrides -> sweep base (and its per-profile base) -> ``eval.tasks`` -> the variant ->
-``train.seed`` -> the user's ``--set``. Its id is ``RunConfig.run_id()``, a hash of the whole
-config, so the same run launched twice lands in the same directory.
+``train.seed`` -> the user's ``--set``. Its id is ``RunConfig.run_id()``, a hash of the config's
+training sections (all but ``eval``), so the same run launched twice lands in the same directory,
+and launching a finished run with other ``eval.*`` settings re-evaluates it without retraining.
 
 Profiles:
 - ``tiny`` (default): CPU, the built-in bouncing-shapes data, a model small enough that the whole

@@ -136,3 +136,16 @@ def test_data_shortcut_reaches_every_run():
                           "ucf101:/data/UCF", "--dry-run", "--executor", "slurm"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "data.name=ucf101" in out.stdout and "data.root=/data/UCF" in out.stdout
+
+
+def test_run_id_hashes_the_training_sections_only():
+    base = sweeps.expand("conditioning", variants=["token_concat"], seeds=[0])[0]
+    other_eval = sweeps.expand("conditioning", sets={"eval.num_videos": "7", "eval.sampler": "ddpm",
+                                                    "eval.guidance": "2.0"}, variants=["token_concat"], seeds=[0])[0]
+    assert other_eval.cfg.eval != base.cfg.eval and other_eval.run_id == base.run_id
+    for key, value in (("train.steps", "7"), ("data.frames", "4"), ("model.depth", "3"), ("masks.predict_k", "2"),
+                       ("diffusion.schedule", "cosine"), ("data.seed", "5")):
+        changed = sweeps.expand("conditioning", sets={key: value}, variants=["token_concat"], seeds=[0])[0]
+        assert changed.run_id != base.run_id, key
+    assert "eval" not in base.cfg.training_dict() and set(base.cfg.training_dict()) == {
+        "model", "diffusion", "masks", "data", "train"}

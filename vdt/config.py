@@ -29,6 +29,7 @@ TEMPORAL_KINDS = MASK_KINDS[:6]
 OFFICIAL_MIXTURE = ",".join([f"{k}:{0.8 / 6:.10g}" for k in TEMPORAL_KINDS] + ["spatial_temporal:0.2"])
 DATASETS = ("bouncing", "ucf101", "taichi", "sky")
 AUTOENCODERS = ("none", "sd-vae")
+EVAL_SECTIONS = ("eval",)  # RunConfig sections that don't change the trained weights (left out of the run id)
 
 
 # Model fields that RunConfig derives from the other sections, with what to set instead.
@@ -254,7 +255,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one training run needs. Its hash is the run's id."""
+    """Everything one run needs. The hash of its training sections is the run's id."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -320,9 +321,17 @@ class RunConfig:
             d["model"].pop(k, None)
         return RunConfig.from_dict(d)
 
+    def training_dict(self) -> dict:
+        """The sections that determine the trained weights: every one but ``eval``."""
+        return {k: v for k, v in self.to_dict().items() if k not in EVAL_SECTIONS}
+
     def run_id(self) -> str:
-        """A short hash of the full config: the run's directory name."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A short hash of the training sections: the run's directory name.
+
+        Evaluation settings are left out, so a finished run asked for other ones (more test
+        videos, another sampler) keeps its directory and weights and is only re-evaluated.
+        """
+        blob = json.dumps(self.training_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
