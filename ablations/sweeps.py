@@ -13,6 +13,9 @@ Profiles:
 - ``paper``: the paper's model size (VDT-L/2, 28 blocks, width 1152) on UCF-101 at 256 px in
   SD-VAE latents (32 x 32 x 4), for GPUs. It needs ``--set data.root=DIR``. The step count and
   batch are this harness's budget choice, not numbers from the paper: check ``--dry-run``.
+- ``smoke``: the ``paper`` path in miniature on a CPU (UCF-101 layout, SD-VAE latents through the
+  cache, 16 frames, class labels with classifier-free guidance, then evaluation), in minutes. It
+  needs ``--set data.root=DIR data.vae_path=DIR`` (a diffusers AutoencoderKL folder; any size).
 """
 
 import dataclasses
@@ -59,6 +62,23 @@ PROFILES = {
         },
         seeds=(0,), time_min=24 * 60, needs=("data.root",),
         about="GPUs, VDT-L/2 on UCF-101 256 px (SD-VAE latents), 400k steps at batch 64; FVD on 2048 videos",
+    ),
+    # Every branch of `paper` at toy scale, for a CPU in minutes: a UCF-101-layout folder, SD-VAE latents through
+    # the latent cache, 16-frame clips, class labels with classifier-free guidance, FVD and LPIPS where their
+    # weights are on disk. tests/test_smoke.py writes the inputs (a few .avi files, a random tiny AutoencoderKL).
+    "smoke": Profile(
+        "smoke",
+        {
+            "model.preset": "cpu-tiny", "model.num_classes": 101,
+            "data.name": "ucf101", "data.size": 32, "data.frames": 16, "data.autoencoder": "sd-vae",
+            "data.class_labels": True, "data.num_workers": 1,
+            "train.steps": 8, "train.batch_size": 4, "train.lr": 1e-3, "train.warmup": 2, "train.log_every": 2,
+            "train.ckpt_every": 4,
+            "eval.num_videos": 4, "eval.batch_size": 2, "eval.sample_steps": 4, "eval.guidance": 2.0,
+        },
+        seeds=(0,), time_min=20, needs=("data.root", "data.vae_path"),
+        about="CPU, minutes: the paper path in miniature (UCF-101 layout, SD-VAE latents, class labels + CFG, "
+              "16 frames), cpu-tiny for 8 steps; checks the pipeline, not the numbers",
     ),
 }
 
