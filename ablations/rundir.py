@@ -117,17 +117,6 @@ def _training_part(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in EVAL_SECTIONS}
 
 
-def eval_settings_match(record: dict | None, config: dict) -> bool:
-    """True when eval.json ``record`` was made with the evaluation settings of ``config`` (config.json's dict).
-
-    ``record["eval"]`` is the eval config evaluation wrote; a record without one (older runs) never matches.
-    """
-    if not record or "eval" not in record:
-        return False
-    made, wanted = json.loads(json.dumps(record["eval"])), json.loads(json.dumps(config["eval"]))
-    return made == wanted
-
-
 class LockHeld(RuntimeError):
     """Another process holds the lock."""
 

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from ablations import run, rundir, sweeps
+from vdt.layout import eval_settings_match
 
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
         "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2"]
@@ -74,7 +75,7 @@ def test_prepare_keeps_the_training_config_and_takes_new_eval_settings(tmp_path)
 
 def test_eval_settings_match_reads_the_record_of_eval_json():
     cfg = spec().cfg.to_dict()
-    assert rundir.eval_settings_match({"eval": json.loads(json.dumps(cfg["eval"]))}, cfg)
-    assert not rundir.eval_settings_match({"eval": {**cfg["eval"], "num_videos": 99}}, cfg)
-    assert not rundir.eval_settings_match({"step": 4}, cfg)  # no record of the settings: evaluate again
-    assert not rundir.eval_settings_match(None, cfg)
+    assert eval_settings_match({"eval": json.loads(json.dumps(cfg["eval"]))}, cfg)
+    assert not eval_settings_match({"eval": {**cfg["eval"], "num_videos": 99}}, cfg)
+    assert not eval_settings_match({"step": 4}, cfg)  # no record of the settings: evaluate again
+    assert not eval_settings_match(None, cfg)

@@ -121,6 +121,17 @@ class RunLayout:
         return self.samples / f"{task.replace('/', '_')}.npz"
 
 
+def eval_settings_match(record: dict | None, config: dict) -> bool:
+    """True when the eval.json content ``record`` was made with the evaluation settings of ``config``.
+
+    config: config.json's content (or ``RunConfig.to_dict()``); ``record["eval"]`` is the eval config that
+    evaluation wrote. A record without one (written before evaluation recorded it) never matches.
+    """
+    if not record or "eval" not in record:
+        return False
+    return json.loads(json.dumps(record["eval"])) == json.loads(json.dumps(config["eval"]))
+
+
 def write_json(path, obj) -> None:
     """Write ``obj`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
     path = Path(path)
