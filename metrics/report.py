@@ -1,12 +1,13 @@
 """Turn the runs of a sweep into tables, plots, sample videos and a page: ``python metrics/report.py``.
 
-Reads result files only (the run directory schema: config.json, run.json, state.json,
-train_log.jsonl, eval.json, samples/<task>.npz, and results/bench/<machine>/*.json); it imports
-no model or training code. For each sweep under <results>/runs/ it writes to <out>/<sweep>/:
+Reads result files only (the run directory schema of ``vdt/layout.py``: config.json, run.json,
+state.json, train_log.jsonl, eval.json, samples/<task>.npz; and results/bench/<machine>/*.json);
+it imports no model or training code. For each sweep under <results>/runs/ it writes to <out>/<sweep>/:
 
     runs.csv, runs.parquet     one row per run and evaluated task (missing metrics stay NaN)
-    table.md/.csv/.tex         mean ± 95% bootstrap CI over seeds, best value marked
-    plots/*.png, *.pdf         convergence curves, eval curves, step cost
+    table.md/.csv/.tex         mean over seeds with its named 95% interval, beside the trivial baselines
+    paired.md/.csv/.tex        paired differences between variants (matched by seed), significant or not
+    plots/*.png, *.pdf         convergence curves, eval curves, the clean-frame diagnostic, step cost
     videos/*.gif               condition | ground truth | generated, per variant and task
     index.html, README.md      the page that ties them together (opens offline)
 
@@ -16,208 +17,21 @@ A partly done sweep is reported with warnings; no runs at all is an error.
 import argparse
 import json
 import logging
-import math
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from metrics import report_page, report_plots, report_tables, report_videos
+from metrics import report_page, report_plots, report_runs, report_stats, report_tables, report_videos
+from metrics.report_runs import MAKE_RUNS, NoRunsError, find_runs, flatten, load_frame
+from vdt.layout import RunLayout
 
+__all__ = ["NoRunsError", "build_report", "find_runs", "get_args_parser", "load_frame", "main"]
 log = logging.getLogger("report")
 STATES = ("done", "running", "failed", "pending")
-DEFAULT_DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False, "fvd": False}  # higher is better?
-MAKE_RUNS = "python ablations/run.py --sweep conditioning"
 REPO = Path(__file__).resolve().parents[1]
-
-
-class NoRunsError(RuntimeError):
-    """There is nothing to report."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run directory, as its files describe it."""
-
-    path: Path
-    sweep: str
-    run_id: str
-    variant: str
-    seed: int | None
-    state: str
-    step: int | None
-    error: str | None
-    attempts: int | None
-    job_log: str | None
-    overrides: dict
-    config: dict  # flattened to dotted keys
-    log: list  # train_log.jsonl records
-    eval: dict | None
-    env: list  # "env" dicts recorded in run.json / eval.json
-
-
-# ---------------------------------------------------------------- reading runs
-
-
-def read_json(path: Path) -> dict | None:
-    """The file's JSON object, None when absent; a corrupt file is logged and read as absent."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("unreadable %s: %s", path, e)
-        return None
-
-
-def read_jsonl(path: Path) -> list:
-    """JSON lines; a torn last line (a run still writing) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'model': {'depth': 2}} -> {'model.depth': 2}; lists become JSON text so values stay hashable."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list | tuple) else v
-    return out
-
-
-def load_run(path: Path, sweep: str) -> Run:
-    """Read one run directory; what a run has not written yet is absent, never invented."""
-    info = read_json(path / "run.json") or {}
-    state = read_json(path / "state.json") or {}
-    config = flatten(read_json(path / "config.json") or {})
-    train_log = read_jsonl(path / "train_log.jsonl")
-    ev = read_json(path / "eval.json")
-    status = state.get("state") or ("done" if ev else "running" if train_log else "pending")
-    steps = [r["step"] for r in train_log if "step" in r]
-    seed = info.get("seed", config.get("train.seed"))
-    env = [d["env"] for d in (info, ev or {}) if isinstance(d.get("env"), dict)]
-    return Run(path=path, sweep=info.get("sweep", sweep), run_id=info.get("run_id", path.name),
-               variant=str(info.get("variant", path.name)), seed=None if seed is None else int(seed),
-               state=status, step=state.get("step", steps[-1] if steps else None), error=state.get("error"),
-               attempts=state.get("attempts"), job_log=state.get("log"), overrides=info.get("overrides") or {},
-               config=config, log=train_log, eval=ev, env=env)
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / f).is_file() for f in ("run.json", "config.json", "state.json"))
-
-
-def find_runs(results: Path, sweeps=None) -> dict:
-    """{sweep: [Run]} for every run directory under <results>/runs/ (or only the named sweeps).
-
-    ``results`` may also be the runs directory itself, as the launcher's ``--results`` names it."""
-    root = Path(results) / "runs"
-    if not root.is_dir() and Path(results).is_dir() and any(
-            is_run_dir(r) for s in Path(results).iterdir() if s.is_dir() for r in s.iterdir()):
-        root = Path(results)
-    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if sweeps:
-        unknown = sorted(set(sweeps) - set(found))
-        if unknown:
-            raise NoRunsError(f"no sweep {unknown} under {root}/ (found: {found or 'none'}); "
-                              f"make runs with: {MAKE_RUNS}")
-        found = [s for s in found if s in sweeps]
-    runs = {s: [load_run(p, s) for p in sorted((root / s).iterdir()) if is_run_dir(p)] for s in found}
-    runs = {s: sorted(r, key=lambda r: (r.variant, r.seed if r.seed is not None else -1, r.run_id))
-            for s, r in runs.items() if r}
-    if not runs:
-        raise NoRunsError(f"no runs under {root}/; make some with: {MAKE_RUNS}")
-    return runs
-
-
-# ---------------------------------------------------------------- the DataFrame
-
-
-def varied_fields(runs: list) -> list:
-    """Config fields that differ between the runs of a sweep, and every overridden field."""
-    keys = sorted({k for r in runs for k in r.config})
-    varied = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
-    return sorted(set(varied) | {k for r in runs for k in r.overrides})
-
-
-def metric_names(runs: list) -> list:
-    """Metrics any evaluation reported, the known ones first."""
-    names = {m for r in runs if r.eval for t in r.eval.get("tasks", {}).values() for m in t.get("metrics", {})}
-    return [m for m in DEFAULT_DIRECTIONS if m in names] + sorted(names - set(DEFAULT_DIRECTIONS))
-
-
-def directions(runs: list) -> dict:
-    """metric -> higher is better, as eval.json declares it (known metrics have a default)."""
-    out = dict(DEFAULT_DIRECTIONS)
-    for r in runs:
-        out.update((r.eval or {}).get("higher_is_better") or {})
-    return out
-
-
-def number(value) -> float:
-    """A metric value as float; null (missing) stays NaN, never 0."""
-    try:
-        return math.nan if value is None else float(value)
-    except (TypeError, ValueError):
-        log.warning("not a number: %r (read as missing)", value)
-        return math.nan
-
-
-def runs_frame(runs: list) -> pd.DataFrame:
-    """One row per run and evaluated task (a run without eval.json has one row, task NaN)."""
-    fields, metrics = varied_fields(runs), metric_names(runs)
-    rows = []
-    for r in runs:
-        losses = [x for x in r.log if "loss" in x]
-        base = {"sweep": r.sweep, "variant": r.variant, "seed": r.seed, "run_id": r.run_id, "state": r.state,
-                "step": r.step, "error": r.error}
-        base.update({k: r.config.get(k, r.overrides.get(k)) for k in fields})
-        base.update({"overrides": json.dumps(r.overrides, sort_keys=True),
-                     "final_loss": number(losses[-1]["loss"]) if losses else math.nan,
-                     "wall_time_s": number(losses[-1].get("wall_time")) if losses else math.nan})
-        tasks = (r.eval or {}).get("tasks") or {None: {}}
-        for task, result in tasks.items():
-            row = dict(base, task=task, eval_step=(r.eval or {}).get("step"), weights=(r.eval or {}).get("weights"))
-            row.update({m: number(result.get("metrics", {}).get(m)) for m in metrics})
-            row["missing"] = json.dumps(result.get("missing") or {}, sort_keys=True) if task else None
-            row["protocol"] = json.dumps(result.get("protocol") or {}, sort_keys=True) if task else None
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_frame(results="results", sweeps=None) -> pd.DataFrame:
-    """Every run of every sweep (or the named ones) as one DataFrame, for a notebook."""
-    return pd.concat([runs_frame(runs) for runs in find_runs(Path(results), sweeps).values()], ignore_index=True)
-
-
-def save_frame(frame: pd.DataFrame, out_dir: Path) -> dict:
-    """runs.csv always; runs.parquet too (object columns of mixed types are stored as text)."""
-    paths = {"runs (CSV)": out_dir / "runs.csv"}
-    frame.to_csv(paths["runs (CSV)"], index=False)
-    clean = frame.copy()
-    for col in [c for c in clean.columns if pd.api.types.is_object_dtype(clean[c])]:
-        kinds = {type(v) for v in clean[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
-        if len(kinds) > 1:
-            clean[col] = [None if v is None else str(v) for v in clean[col]]
-    try:
-        clean.to_parquet(out_dir / "runs.parquet", index=False)
-        paths["runs (parquet)"] = out_dir / "runs.parquet"
-    except ImportError as e:
-        log.warning("runs.parquet not written (%s); runs.csv has the same rows", e)
-    return paths
 
 
 # ---------------------------------------------------------------- protocol, notes
@@ -278,7 +92,7 @@ def sweep_videos(runs: list, out_dir: Path) -> list:
     """One GIF per (variant, task), from the lowest seed that wrote samples/<task>.npz."""
     videos, done = [], set()
     for r in sorted(runs, key=lambda r: (r.state != "done", r.seed if r.seed is not None else -1)):
-        for npz in sorted((r.path / "samples").glob("*.npz")):
+        for npz in sorted(RunLayout(r.path).samples.glob("*.npz")):
             if (r.variant, npz.stem) in done:
                 continue
             done.add((r.variant, npz.stem))
@@ -292,7 +106,7 @@ def sweep_videos(runs: list, out_dir: Path) -> list:
     return sorted(videos, key=lambda v: (v["variant"], v["task"]))
 
 
-def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path) -> list:
+def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path, baselines: dict) -> list:
     """(title, png, pdf) for every plot the runs have data for."""
     plots = []
 
@@ -300,6 +114,13 @@ def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path) -> 
         if paths:
             plots.append((title, *paths))
 
+    for task, series in sorted(report_runs.x0_curves(runs).items()):
+        lines = {f"baseline: {report_tables.baseline_label(name)}": scores.get("psnr", float("nan"))
+                 for name, scores in baselines.get(task, {}).items()}
+        add(f"Clean-frame estimate by noise level on {task}: PSNR of the model's one-step x0 estimate on the "
+            "generated region, against t; where a line falls below a baseline, the model at that noise level is "
+            "worse than that trivial fill",
+            report_plots.plot_x0(series, lines, plot_dir / f"x0_psnr_{slug(task)}", task=task, variants=variants))
     add("Training loss against step", report_plots.plot_bands(
         report_plots.loss_series(runs, "step"), plot_dir / "loss_step", xlabel="training step (optimizer updates)",
         ylabel="training loss (diffusion objective)", title="Training loss (line: mean, band: min-max over seeds)",
@@ -323,58 +144,131 @@ def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path) -> 
     return plots
 
 
-def sweep_report(sweep: str, runs: list, results: Path, out: Path, n_boot: int, seed: int) -> Path:
+def results_caption(sweep: str, method: str, n_boot: int, seed: int, mask_columns: bool, fallback: bool) -> str:
+    """The results table's caption: what a cell is, which interval, what the extra rows are, the rule."""
+    text = (f"Sweep {sweep}: mean over seeds (n = seeds). [low, high] = 95% {method} bootstrap interval of the mean "
+            f"over seeds (scipy.stats.bootstrap, {n_boot} resamples, seed {seed}), given when n >= "
+            f"{report_stats.MIN_SEEDS}; with fewer seeds the cell shows the min–max range over the seeds, which is "
+            "not a confidence interval. Best mean per task in bold. Baseline rows: trivial fills of the generated "
+            "region, scored on the same test clips; reference row: the FVD between two disjoint real sets of the "
+            "same N under the same protocol, the floor that sampling noise alone gives.")
+    if fallback:
+        text += " Cells marked † use the percentile method: BCa is undefined when every seed gives the same value."
+    if mask_columns:
+        text += (" Mask ratio (nominal) is masks.mask_ratio; generated share (measured) is the mean share of "
+                 "generated positions in the training batches (train_log.jsonl gen_frac), averaged over seeds.")
+    return f"{text} {report_stats.SIGNIFICANCE_RULE}"
+
+
+def paired_caption(references: dict, method: str, n_boot: int, seed: int) -> str:
+    refs = "; ".join(f"{task}: {ref} ({why})" for task, (ref, why) in sorted(references.items()))
+    return (f"Paired differences, variant − reference (reference per task: {refs}). Unit: one training seed. Two "
+            "variants' runs with the same seed score the same test clips, so each shared seed gives one difference "
+            f"of their mean scores over those clips. [low, high] = 95% {method} bootstrap interval of the mean "
+            f"difference over seeds (scipy.stats.bootstrap, paired=True, {n_boot} resamples, seed {seed}). For ↑ "
+            f"metrics a positive difference is better, for ↓ metrics a negative one. {report_stats.SIGNIFICANCE_RULE}"
+            f" {report_stats.SMALL_N_NOTE} paired.csv also gives, where the runs saved per-video scores, the interval "
+            "over test clips (clip_*: unit one test clip, its scores averaged over the paired seeds): it covers the "
+            "choice of test clips, not seed-to-seed variation, and decides nothing.")
+
+
+def choose_references(agg: pd.DataFrame, metrics: list, dirs: dict, requested: str | None) -> dict:
+    """task -> (reference variant, why): --reference when it ran on the task, else the best mean of the first metric."""
+    key = next((m for m in metrics if m in dirs), None)
+    out = {}
+    for task, group in agg.groupby("task", sort=True):
+        means = dict(zip(group["variant"], group[f"{key}_mean"] if key else [float("nan")] * len(group), strict=True))
+        ref, why = report_stats.pick_reference(means, dirs.get(key), requested)
+        out[task] = (ref, f"{why} {report_tables.METRIC_LABELS.get(key, key)}" if why == "best mean" else why)
+    return out
+
+
+def sweep_tables(sweep: str, runs: list, frame: pd.DataFrame, root: Path, opts: dict) -> dict:
+    """Write table.* and paired.*; return the tables, verdicts, notes and files for the page."""
+    metrics, dirs = report_runs.metric_names(runs), report_runs.directions(runs)
+    method, n_boot, seed = opts["method"], opts["n_boot"], opts["seed"]
+    mask_columns = any(f.startswith("masks.") for f in report_runs.varied_fields(runs))
+    agg = report_tables.aggregate(frame, metrics, method, n_boot, seed, mask_columns)
+    agg = report_tables.mark_best(agg, metrics, dirs)
+    fallback = any("undefined" in str(k) for m in metrics for k in agg[f"{m}_interval"])
+    baselines, references = report_runs.baseline_values(runs), report_runs.reference_values(runs)
+    table = report_tables.format_table(agg, metrics, dirs, results_caption(sweep, method, n_boot, seed, mask_columns,
+                                                                           fallback), baselines, references)
+    files = report_tables.write_table(table, agg, root, "table", f"tab:{slug(sweep)}")
+    files = {"table (Markdown)": files["md"], "table (CSV)": files["csv"], "table (LaTeX)": files["tex"]}
+    refs = choose_references(agg, metrics, dirs, opts["reference"])
+    rows, notes = report_stats.paired_frame(frame, metrics, {t: r for t, (r, _) in refs.items()}, method, n_boot,
+                                            seed, report_runs.per_video_scores(runs))
+    paired = report_tables.paired_table(rows, metrics, dirs, paired_caption(refs, method, n_boot, seed))
+    if paired:
+        pfiles = report_tables.write_table(paired, pd.DataFrame(rows), root, "paired", f"tab:{slug(sweep)}-paired")
+        files.update({"paired (Markdown)": pfiles["md"], "paired (CSV)": pfiles["csv"],
+                      "paired (LaTeX)": pfiles["tex"]})
+    if opts["reference"] and any(r != opts["reference"] for r, _ in refs.values()):
+        notes.append(f"--reference {opts['reference']} did not run on every task; there the best variant is used")
+    return {"table": table, "paired": paired, "files": files, "notes": notes, "baselines": baselines,
+            "verdicts": report_tables.baseline_verdicts(agg, metrics, dirs, baselines, references)}
+
+
+def sweep_report(sweep: str, runs: list, results: Path, out: Path, opts: dict) -> Path:
     """Write the whole report of one sweep into <out>/<sweep>/; return index.html."""
     root = Path(out) / sweep
     (root / "plots").mkdir(parents=True, exist_ok=True)
     (root / "videos").mkdir(exist_ok=True)
-    for stale in [*(root / "plots").glob("*.png"), *(root / "plots").glob("*.pdf"), *(root / "videos").glob("*.gif")]:
-        stale.unlink()  # a plot or video of an earlier report that this one may not remake
-    frame, metrics, dirs = runs_frame(runs), metric_names(runs), directions(runs)
-    files = save_frame(frame, root)
-    agg = report_tables.mark_best(report_tables.aggregate(frame, metrics, n_boot, seed), metrics, dirs)
-    caption = (f"Sweep {sweep}: mean ± half-width of the 95% percentile bootstrap CI over seeds "
-               f"({n_boot} resamples, seed {seed}); n = seeds; best per task in bold; n/a = one seed.")
-    table, table_files = report_tables.write_tables(agg, metrics, dirs, root, caption, f"tab:{slug(sweep)}")
-    files = {"table (Markdown)": table_files["md"], "table (CSV)": table_files["csv"],
-             "table (LaTeX)": table_files["tex"], **files}
+    for stale in [*(root / "plots").glob("*.png"), *(root / "plots").glob("*.pdf"), *(root / "videos").glob("*.gif"),
+                  *root.glob("paired.*")]:
+        stale.unlink()  # a file of an earlier report that this one may not remake
+    frame = report_runs.runs_frame(runs)
+    tables = sweep_tables(sweep, runs, frame, root, opts)
+    files = {**tables["files"], **report_runs.save_frame(frame, root)}
     variants = sorted({r.variant for r in runs})
-    notes = sweep_notes(runs, frame, metrics)
+    notes = sweep_notes(runs, frame, report_runs.metric_names(runs)) + tables["notes"]
     for n in notes:
         log.warning("%s: %s", sweep, n)
     page = report_page.Page(
         sweep=sweep, states={s: sum(r.state == s for r in runs) for s in STATES if any(r.state == s for r in runs)},
-        table=table, files=files, plots=sweep_plots(runs, variants, root / "plots", Path(results) / "bench"),
+        table=tables["table"], paired=tables["paired"], verdicts=tuple(tables["verdicts"]), files=files,
+        plots=sweep_plots(runs, variants, root / "plots", Path(results) / "bench", tables["baselines"]),
         videos=sweep_videos(runs, root / "videos"), protocol=protocol_summary(runs),
         failed=[dict(variant=r.variant, seed=r.seed, run_id=r.run_id, attempts=r.attempts, log=r.job_log,
                      error=r.error or "(no error recorded)") for r in runs if r.state == "failed"],
         unfinished=[dict(variant=r.variant, seed=r.seed, run_id=r.run_id, state=r.state, step=r.step)
                     for r in runs if r.state in ("running", "pending")],
-        notes=notes, env=report_page.environment([e for r in runs for e in r.env], REPO),
-        baselines=report_tables.baseline_table([r.eval for r in runs]))
+        notes=notes, env=report_page.environment([e for r in runs for e in r.env], REPO))
     index, _ = report_page.write_page(page, root)
     return index
 
 
-def build_report(results="results", sweeps=None, out=None, n_boot: int = 2000, seed: int = 0) -> dict:
+def build_report(results="results", sweeps=None, out=None, n_boot: int = 2000, seed: int = 0, method: str = "BCa",
+                 reference: str | None = None) -> dict:
     """Report every sweep under <results>/runs/ (or the named ones) into <out>; return {sweep: index.html}."""
+    if method not in report_stats.METHODS:
+        raise ValueError(f"interval method must be one of {report_stats.METHODS}, got {method!r}")
     results = Path(results)
     out = Path(out) if out is not None else results
-    return {s: sweep_report(s, runs, results, out, n_boot, seed) for s, runs in find_runs(results, sweeps).items()}
+    opts = {"n_boot": n_boot, "seed": seed, "method": method, "reference": reference}
+    return {s: sweep_report(s, runs, results, out, opts) for s, runs in find_runs(results, sweeps).items()}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Turn the runs of a sweep into tables (mean ± 95% bootstrap CI over seeds), convergence plots, "
-                    "sample videos and an offline HTML page, written to <out>/<sweep>/ (index.html, README.md, "
-                    "table.md/.csv/.tex, runs.csv/.parquet, plots/, videos/).",
+        description="Turn the runs of a sweep into tables (mean over seeds with a named 95% interval, beside the "
+                    "trivial baselines; paired differences between variants), plots, sample videos and an offline "
+                    "HTML page, written to <out>/<sweep>/ (index.html, README.md, table.*, paired.*, "
+                    "runs.csv/.parquet, plots/, videos/).",
         epilog=f"No runs yet? Make some with: {MAKE_RUNS}")
     parser.add_argument("--results", default="results",
                         help="folder holding runs/<sweep>/<run_id>/ and bench/<machine>/*.json (default: results)")
     parser.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="NAME",
                         help="sweeps to report (default: every sweep under <results>/runs/)")
     parser.add_argument("--out", default=None, help="where the <sweep>/ report folders go (default: --results)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CI (default: 2000)")
+    parser.add_argument("--bootstrap", type=int, default=2000,
+                        help="bootstrap resamples for the intervals (default: 2000)")
+    parser.add_argument("--ci-method", default="BCa", choices=report_stats.METHODS,
+                        help="scipy.stats.bootstrap method of the 95%% intervals (default: BCa)")
+    parser.add_argument("--reference", default=None, metavar="VARIANT",
+                        help="the variant every other one is compared with, paired by seed (default: per task, the "
+                             "variant with the best mean of the first metric, PSNR when there is one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, so tables are deterministic "
                                                             "(default: 0)")
     return parser
@@ -387,7 +281,8 @@ def main(argv=None) -> int:
         print("error: --bootstrap must be >= 1", file=sys.stderr)
         return 2
     try:
-        pages = build_report(args.results, args.sweep, args.out, args.bootstrap, args.seed)
+        pages = build_report(args.results, args.sweep, args.out, args.bootstrap, args.seed, args.ci_method,
+                             args.reference)
     except NoRunsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from metrics import report_tables
+from metrics import report_stats, report_tables
 
 # Where the runs may record their environment (run.json / eval.json "env"), by the label shown.
 ENV_KEYS = {
@@ -46,7 +46,8 @@ class Page:
     unfinished: list  # dicts: variant, seed, run_id, state, step
     notes: list  # warnings about a partly done sweep
     env: dict  # label -> text
-    baselines: report_tables.Table | None = None  # trivial fills of the generated region, per task
+    paired: report_tables.Table | None = None  # variant - reference, matched by seed
+    verdicts: tuple = ()  # one sentence per (task, variant) against the trivial baselines and FVD references
 
 
 def git_commit(repo: Path) -> str:
@@ -117,8 +118,12 @@ def render_html(page: Page, root: Path) -> str:
     parts += [f'<p class="note">⚠ {esc(n)}</p>' for n in page.notes]
     parts += ["<h2>Results</h2>", html_table(page.table), "<p>Files: " + " · ".join(
         f'<a href="{rel(p, root)}">{esc(label)}</a>' for label, p in page.files.items()) + "</p>"]
-    if page.baselines:
-        parts.append(html_table(page.baselines))
+    if page.verdicts:
+        parts.append("<h3>Against the trivial baselines</h3><ul>" + "".join(f"<li>{esc(v)}</li>" for v in page.verdicts)
+                     + "</ul>")
+    parts.append("<h3>Paired comparisons</h3>")
+    parts.append(html_table(page.paired) if page.paired else "<p>No two variants share a seed: nothing is paired.</p>")
+    parts.append(f"<p><b>Rule.</b> {esc(report_stats.SIGNIFICANCE_RULE)} {esc(report_stats.SMALL_N_NOTE)}</p>")
     if page.plots:
         parts.append("<h2>Plots</h2>")
         parts += [f'<figure><a href="{rel(pdf, root)}"><img src="{rel(png, root)}" alt="{esc(title)}"></a>'
@@ -156,8 +161,12 @@ def render_readme(page: Page, root: Path) -> str:
     lines += [f"- ⚠ {n}" for n in page.notes] + ([""] if page.notes else [])
     lines += ["## Results", "", report_tables.to_markdown(page.table)]
     lines += [" · ".join(f"[{label}]({rel(p, root)})" for label, p in page.files.items()), ""]
-    if page.baselines:
-        lines += [report_tables.to_markdown(page.baselines)]
+    if page.verdicts:
+        lines += ["### Against the trivial baselines", ""] + [f"- {v}" for v in page.verdicts] + [""]
+    lines += ["### Paired comparisons", ""]
+    lines += [report_tables.to_markdown(page.paired) if page.paired else "No two variants share a seed: nothing is "
+              "paired.\n"]
+    lines += [f"**Rule.** {report_stats.SIGNIFICANCE_RULE} {report_stats.SMALL_N_NOTE}", ""]
     if page.plots:
         lines += ["## Plots", ""] + [f"![{t}]({rel(png, root)}) ([PDF]({rel(pdf, root)}))\n" for t, png, pdf in
                                      page.plots]

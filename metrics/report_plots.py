@@ -120,6 +120,31 @@ def plot_bands(series: dict, stem: Path, *, xlabel: str, ylabel: str, title: str
     return save(fig, stem)
 
 
+def plot_x0(series: dict, lines: dict, stem: Path, *, task: str, variants: list) -> list:
+    """PSNR of the one-step clean-frame estimate against the noise level t: one line per variant (mean over seeds,
+    min-max band) and each baseline's PSNR (``lines``: label -> dB) as a horizontal line; [png, pdf] or []."""
+    series = {v: [c for c in curves if len(c[0])] for v, curves in series.items()}
+    series = {v: curves for v, curves in series.items() if curves}
+    if not series:
+        return []
+    colour = colours(variants)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for v in [v for v in variants if v in series]:
+        grid, mean, low, high = band(series[v])
+        ax.plot(grid, mean, color=colour[v], lw=1.6, marker="o", ms=3, label=f"{v} (n={len(series[v])})")
+        if np.isfinite(low).any():
+            ax.fill_between(grid, low, high, color=colour[v], alpha=0.2, lw=0)
+    for (label, db), style in zip(sorted(lines.items()), ("--", ":", "-.", (0, (1, 3))), strict=False):
+        if math.isfinite(db):
+            ax.axhline(db, color="black", ls=style, lw=1.0, label=f"{label}: {db:.2f} dB")
+    ax.set_xlabel("diffusion step t of the noised input (0 = clean, larger = noisier)")
+    ax.set_ylabel("x0-estimate PSNR (dB), generated region")
+    ax.set_title(f"Clean-frame estimate by noise level ({task}; band: min-max over seeds)", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, stem)
+
+
 def time_unit(max_seconds: float) -> tuple:
     """(divisor, unit) that keeps a wall-clock axis readable."""
     if max_seconds >= 2 * 3600:

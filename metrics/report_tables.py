@@ -1,8 +1,10 @@
-"""Report tables: each metric as mean ± 95% bootstrap CI over seeds, the best value marked.
+"""Report tables: each metric's mean over seeds with its interval, beside the trivial baselines; paired differences.
 
-One row per (task, variant). The same formatted table is written as Markdown, CSV and LaTeX
-(booktabs). The interval is a percentile bootstrap of the mean over seeds, seeded, so the
-same runs give the same table. One seed gives the mean and "n/a", never a made-up interval.
+The results table has one row per (task, variant), then the task's baselines (trivial fills of the
+generated region, scored on the same clips) and references (the FVD between two disjoint real sets).
+Cells read "mean [low, high]" for a bootstrap interval (>= 3 seeds), "mean (min–max low–high)" for
+fewer seeds and "mean (one seed)" for one; the caption names the method. The paired table gives
+variant − reference per metric, matched by seed. Each is written as Markdown, CSV and LaTeX (booktabs).
 """
 
 import math
@@ -12,41 +14,56 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from metrics import report_stats
+from metrics.report_runs import is_copy_baseline
+
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "fvd": "FVD", "loss": "loss"}
 MISSING = "—"  # a metric no run of this row produced
+NOMINAL, MEASURED = "mask ratio (nominal)", "generated share (measured)"
+REFERENCE_LABELS = {"fvd_real_vs_real": "real vs real (FVD floor)"}  # eval.json references, by name
 
 
-def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple:
-    """Percentile bootstrap of the mean: (mean, low, high, n). NaNs are dropped; n < 2 has no interval."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n == 1:
-        return mean, math.nan, math.nan, 1
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)  # (n_boot,)
-    alpha = (1.0 - level) / 2
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return mean, float(low), float(high), n
+def reference_row(name: str, value: float) -> tuple:
+    """(label, {metric: value}) of a reference such as fvd_real_vs_real: its metric is the name's first word."""
+    return f"reference: {REFERENCE_LABELS.get(name, name.replace('_', ' '))}", {name.split("_")[0]: value}
 
 
-def aggregate(frame: pd.DataFrame, metrics: list, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per evaluated (task, variant): n_seeds and, per metric, mean, ci_low, ci_high and n."""
-    columns = ["task", "variant", "n_seeds"]
+def baseline_label(name: str) -> str:
+    if is_copy_baseline(name):
+        return "copy nearest given frame"
+    return "black fill" if name.startswith("black") else name.replace("_", " ")
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def aggregate(frame: pd.DataFrame, metrics: list, method: str = "BCa", n_boot: int = 2000, seed: int = 0,
+              mask_columns: bool = False) -> pd.DataFrame:
+    """One row per evaluated (task, variant): n_seeds and, per metric, mean, ci_low, ci_high, n and interval kind.
+
+    With ``mask_columns``: the nominal masks.mask_ratio and the measured generated share (mean of gen_frac)."""
+    columns = ["task", "variant", "n_seeds"] + (["mask_ratio", "gen_frac"] if mask_columns else [])
     for m in metrics:
-        columns += [f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high", f"{m}_n"]
+        columns += [f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high", f"{m}_n", f"{m}_interval"]
     evaluated = frame[frame["task"].notna()] if "task" in frame else frame.iloc[:0]
     rows = []
     for (task, variant), group in evaluated.groupby(["task", "variant"], sort=True):
         row = {"task": task, "variant": variant, "n_seeds": len(group)}
+        if mask_columns:
+            ratios = group["masks.mask_ratio"].dropna().unique() if "masks.mask_ratio" in group else []
+            row["mask_ratio"] = ", ".join(str(r) for r in ratios) or "kinds' own"
+            row["gen_frac"] = report_stats.seed_interval(group["gen_frac"].to_numpy(float)).mean
         for m in metrics:
-            mean, low, high, n = bootstrap_ci(group[m].to_numpy(dtype=float), n_boot, seed)
-            row.update({f"{m}_mean": mean, f"{m}_ci_low": low, f"{m}_ci_high": high, f"{m}_n": n})
+            ci = report_stats.seed_interval(group[m].to_numpy(dtype=float), method, n_boot, seed)
+            row.update({f"{m}_mean": ci.mean, f"{m}_ci_low": ci.low, f"{m}_ci_high": ci.high, f"{m}_n": ci.n,
+                        f"{m}_interval": ci.kind})
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def interval_of(row, m: str) -> report_stats.Interval:
+    return report_stats.Interval(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], int(row[f"{m}_n"]),
+                                 row[f"{m}_interval"])
 
 
 def mark_best(agg: pd.DataFrame, metrics: list, directions: dict) -> pd.DataFrame:
@@ -73,6 +90,9 @@ def decimals(values) -> int:
     return int(min(4, max(0, 3 - math.floor(math.log10(finite.max())))))
 
 
+# ---------------------------------------------------------------- formatting
+
+
 @dataclass(frozen=True)
 class Table:
     """A formatted table: header as (label, direction or None) and rows of (text, is_best) cells."""
@@ -82,52 +102,142 @@ class Table:
     caption: str
 
 
-def format_cell(mean: float, low: float, high: float, n: int, n_row: int, digits: int) -> str:
-    """'25.31 ± 0.40' (half-width of the CI), '25.31 ± n/a' for one seed, '—' when missing."""
-    if n == 0:
+def format_interval(ci: report_stats.Interval, n_row: int, digits: int) -> str:
+    """'25.31 [24.90, 25.71]', '25.31 (min–max 25.00–25.60)', '25.31 (one seed)', or '—' when missing."""
+    if ci.n == 0:
         return MISSING
-    half = "n/a" if n < 2 else f"{(high - low) / 2:.{digits}f}"
-    text = f"{mean:.{digits}f} ± {half}"
-    return text if n == n_row else f"{text} (n={n})"
+    f = f"{{:.{digits}f}}"
+    if ci.is_bootstrap:
+        text = f"{f.format(ci.mean)} [{f.format(ci.low)}, {f.format(ci.high)}]" + (" †" if ci.fell_back else "")
+    elif ci.kind == "min-max":
+        text = f"{f.format(ci.mean)} (min–max {f.format(ci.low)}–{f.format(ci.high)})"
+    else:
+        text = f"{f.format(ci.mean)} ({ci.kind})"
+    return text if ci.n == n_row else f"{text} (n={ci.n})"
 
 
-def format_table(agg: pd.DataFrame, metrics: list, directions: dict, caption: str) -> Table:
-    """The table every format renders: Task, Variant, n, then one column per metric."""
-    header = [("Task", None), ("Variant", None), ("n", None)]
+def format_table(agg: pd.DataFrame, metrics: list, directions: dict, caption: str, baselines: dict | None = None,
+                 references: dict | None = None) -> Table:
+    """Task, Variant, n, [nominal and measured mask share], then one column per metric; the task's baselines
+    (``{task: {name: {metric: value}}}``) and references (``{task: {name: value}}``) under its variants."""
+    baselines, references = baselines or {}, references or {}
+    mask = "gen_frac" in agg
+    header = [("Task", None), ("Variant", None), ("n", None)] + ([(NOMINAL, None), (MEASURED, None)] if mask else [])
     header += [(METRIC_LABELS.get(m, m), directions.get(m)) for m in metrics]
-    digits = {m: decimals(agg[f"{m}_mean"]) for m in metrics}
+    digits = {m: decimals(list(agg[f"{m}_mean"]) + [b.get(m, math.nan) for t in baselines.values()
+                                                    for b in t.values()]) for m in metrics}
     rows = []
-    for _, r in agg.iterrows():
-        cells = [(str(r["task"]), False), (str(r["variant"]), False), (str(int(r["n_seeds"])), False)]
-        for m in metrics:
-            text = format_cell(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], int(r[f"{m}_n"]),
-                               int(r["n_seeds"]), digits[m])
-            cells.append((text, bool(r.get(f"{m}_best", False))))
-        rows.append(cells)
+    for task, group in agg.groupby("task", sort=True):
+        for _, r in group.iterrows():
+            cells = [(str(task), False), (str(r["variant"]), False), (str(int(r["n_seeds"])), False)]
+            if mask:
+                measured = "not logged" if math.isnan(r["gen_frac"]) else f"{r['gen_frac']:.3f}"
+                cells += [(str(r["mask_ratio"]), False), (measured, False)]
+            cells += [(format_interval(interval_of(r, m), int(r["n_seeds"]), digits[m]), bool(r.get(f"{m}_best")))
+                      for m in metrics]
+            rows.append(cells)
+        extra = [(f"baseline: {baseline_label(name)}", scores)
+                 for name, scores in sorted(baselines.get(task, {}).items())]
+        extra += [reference_row(name, value) for name, value in sorted(references.get(task, {}).items())]
+        for label, scores in extra:
+            cells = [(str(task), False), (label, False), ("", False)] + [("", False)] * (2 if mask else 0)
+            cells += [(f"{scores[m]:.{digits[m]}f}" if math.isfinite(scores.get(m, math.nan)) else MISSING, False)
+                      for m in metrics]
+            rows.append(cells)
     return Table(header, rows, caption)
 
 
-def baseline_table(evals: list) -> Table | None:
-    """Trivial fills (metrics/baselines.py) per task, from eval.json contents: mean over the runs that scored them
-    (runs that share data.seed score the same test clips, so they agree); None when no run has any."""
-    values = {}  # (task, baseline) -> {metric: [values]}
-    for ev in evals:
-        for task, res in ((ev or {}).get("tasks") or {}).items():
-            for name, scores in (res.get("baselines") or {}).items():
-                for m, v in scores.items():
-                    values.setdefault((task, name), {}).setdefault(m, []).append(v)
-    if not values:
+def signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def format_difference(row: dict, higher_is_better: bool | None, digits: int) -> str:
+    """'+0.52 [+0.31, +0.70] significant, better', '−0.10 [−0.40, +0.20] not significant', ..."""
+    if row["n_pairs"] == 0:
+        return MISSING
+    head = signed(row["diff_mean"], digits)
+    if row["interval"] == "none":
+        return f"{head} ({row['n_pairs']} pair{'s' if row['n_pairs'] > 1 else ''}: no interval) not significant"
+    head += f" [{signed(row['diff_low'], digits)}, {signed(row['diff_high'], digits)}]"
+    if not row["significant"]:
+        return f"{head} not significant"
+    if higher_is_better is None:
+        return f"{head} significant"
+    good = report_stats.better(row["diff_mean"], 0.0, higher_is_better)
+    return f"{head} significant, {'better' if good else 'worse'}"
+
+
+def paired_table(rows: list, metrics: list, directions: dict, caption: str) -> Table | None:
+    """One row per (task, variant vs its reference), one column per metric; None when nothing is paired."""
+    if not rows:
         return None
-    metrics = [m for m in METRIC_LABELS if any(m in d for d in values.values())]
-    digits = {m: decimals([np.mean(d[m]) for d in values.values() if m in d]) for m in metrics}
-    rows = []
-    for (task, name), d in sorted(values.items()):
-        cells = [(task, False), (name.replace("_", " "), False), (str(max(map(len, d.values()))), False)]
-        rows.append(cells + [(f"{np.mean(d[m]):.{digits[m]}f}" if m in d else MISSING, False) for m in metrics])
-    caption = ("Trivial baselines on the same test clips and frame protocol: the generated region filled black, "
-               "or copied from the nearest fully given frame; runs = evaluations averaged.")
-    return Table([("Task", None), ("Baseline", None), ("runs", None)] + [(METRIC_LABELS[m], None) for m in metrics],
-                 rows, caption)
+    digits = {m: decimals([abs(r["diff_mean"]) for r in rows if r["metric"] == m]) for m in metrics}
+    cells = {}
+    for r in rows:
+        key = (r["task"], f"{r['variant']} − {r['reference']}")
+        cells.setdefault(key, {})[r["metric"]] = r
+    out = []
+    for (task, label), by_metric in sorted(cells.items()):
+        pairs = max(r["n_pairs"] for r in by_metric.values())
+        out.append([(task, False), (label, False), (str(pairs), False)] + [
+            (format_difference(by_metric[m], directions.get(m), digits[m]) if m in by_metric else MISSING, False)
+            for m in metrics])
+    header = [("Task", None), ("Variant − reference", None), ("seeds paired", None)]
+    return Table(header + [(METRIC_LABELS.get(m, m), directions.get(m)) for m in metrics], out, caption)
+
+
+# ---------------------------------------------------------------- plain words against the baselines
+
+
+def short(m: str) -> str:
+    """A metric's name without its unit: 'PSNR', 'SSIM', 'FVD'."""
+    return METRIC_LABELS.get(m, m).split(" (")[0]
+
+
+def baseline_verdicts(agg: pd.DataFrame, metrics: list, directions: dict, baselines: dict, references: dict) -> list:
+    """One sentence per (task, variant): which baselines it does not beat, is unclear against, and beats, in which
+    metric, and its FVD beside both FVD references. 'Beats' needs the whole interval (>= 3 seeds) past the
+    baseline; a better mean alone is 'unclear'."""
+    lines = []
+    for _, r in agg.iterrows():
+        task, found = r["task"], {}  # verdict -> baseline -> ["PSNR 17.00 vs 18.50", ...]
+        for name, scores in sorted(baselines.get(task, {}).items()):
+            for m in metrics:
+                if m not in directions or not math.isfinite(scores.get(m, math.nan)):
+                    continue
+                verdict = report_stats.against_baseline(interval_of(r, m), scores[m], directions[m])
+                if verdict != "n/a":
+                    d = decimals([r[f"{m}_mean"], scores[m]])
+                    found.setdefault(verdict, {}).setdefault(baseline_label(name), []).append(
+                        f"{short(m)} {r[f'{m}_mean']:.{d}f} vs {scores[m]:.{d}f}")
+        said = []
+        caveat = " (a better mean, but fewer than 3 seeds or an interval that reaches the baseline)"
+        for verdict, words in (("does not beat", "does NOT beat"), ("unclear", "is unclear against"),
+                               ("beats", "beats")):
+            if verdict in found:
+                said.append(f"{words} " + " and ".join(f"{b} ({', '.join(v)})" for b, v in found[verdict].items())
+                            + (caveat if verdict == "unclear" else ""))
+        fvd = fvd_beside_references(r, baselines.get(task, {}), references.get(task, {}))
+        if said or fvd:
+            lines.append(f"{task} · {r['variant']}: " + "; ".join(said) + (". " if said and fvd else "")
+                         + "".join(fvd) + ".")
+    return lines
+
+
+def fvd_beside_references(row, baselines: dict, references: dict) -> list:
+    """['FVD 120 [110, 130]; real-vs-real floor 31; copy nearest given frame 150'] or [] without an FVD."""
+    if "fvd_mean" not in row or not math.isfinite(row["fvd_mean"]):
+        return []
+    ci = interval_of(row, "fvd")
+    text = f"FVD {format_interval(ci, ci.n, 1)}"
+    floor = references.get("fvd_real_vs_real", math.nan)
+    text += f"; real-vs-real floor {floor:.1f}" if math.isfinite(floor) else "; no real-vs-real floor recorded"
+    copy = [s["fvd"] for n, s in baselines.items() if is_copy_baseline(n) and math.isfinite(s.get("fvd", math.nan))]
+    text += f"; copy nearest given frame {copy[0]:.1f}" if copy else "; no copy-baseline FVD recorded"
+    return [text]
+
+
+# ---------------------------------------------------------------- files
 
 
 def arrow(direction, up: str, down: str) -> str:
@@ -152,7 +262,8 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 def latex_escape(text: str) -> str:
     out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
-    return out.replace("±", r"$\pm$").replace(MISSING, "--")
+    return (out.replace("±", r"$\pm$").replace(MISSING, "--").replace("−", "$-$").replace("–", "--")
+            .replace("†", r"\dag{}").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$"))
 
 
 def to_latex(table: Table, label: str) -> str:
@@ -176,12 +287,10 @@ def to_latex(table: Table, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(agg: pd.DataFrame, metrics: list, directions: dict, out_dir: Path, caption: str,
-                 label: str) -> tuple:
-    """Write table.md, table.csv and table.tex in out_dir; return (Table, {format: path})."""
-    table = format_table(agg, metrics, directions, caption)
-    paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "tex": out_dir / "table.tex"}
+def write_table(table: Table, data: pd.DataFrame, out_dir: Path, stem: str, label: str) -> dict:
+    """Write <stem>.md, <stem>.csv (the exact numbers in ``data``) and <stem>.tex in out_dir; return the paths."""
+    paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "tex": out_dir / f"{stem}.tex"}
     paths["md"].write_text(to_markdown(table))
-    agg.to_csv(paths["csv"], index=False)  # exact bounds, n per metric, and <metric>_best
+    data.to_csv(paths["csv"], index=False)
     paths["tex"].write_text(to_latex(table, label))
-    return table, paths
+    return paths

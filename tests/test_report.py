@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
-from metrics import report, report_plots, report_tables, report_videos
+from metrics import report, report_plots, report_stats, report_tables, report_videos
 
 REPO = Path(__file__).resolve().parents[1]
 T, SIDE, N_VIDEOS, GIVEN = 8, 16, 5, 4  # sample videos: frames, side, count, given frames
@@ -48,13 +49,41 @@ def write_samples(path: Path, seed: int) -> None:
     np.savez(path, real=real, fake=fake.astype(np.uint8), mask=mask)
 
 
+X0_T = [50, 300, 500, 750, 999]
+BASELINES = {"black": {"psnr": 14.0, "ssim": 0.25, "fvd": 900.0}, "nearest": {"psnr": 18.5, "ssim": 0.5, "fvd": 350.0}}
+REAL_VS_REAL = 40.0
+
+
+def fake_task(values: dict, n_videos: int = N_VIDEOS, legacy: bool = False) -> dict:
+    """One task's eval.json result with every field the report reads: metrics (None = not computed), per-video
+    scores whose mean is the metric, the baselines (with the copy baseline's FVD), the real-vs-real FVD reference
+    and the clean-frame diagnostic. ``legacy``: only what older evaluations wrote (no references, no diagnostic)."""
+    offsets = np.linspace(-1.0, 1.0, n_videos)  # the same clips in every run: a fixed per-clip pattern
+    per_video = {m: None if v is None or m == "fvd" else list(v + 0.01 * offsets * abs(v)) for m, v in values.items()}
+    result = {"metrics": values, "missing": {k: "fixture: not computed" for k, v in values.items() if v is None},
+              "per_video": {m: v for m, v in per_video.items() if m != "fvd"},
+              "protocol": {"sampler": "ddim", "steps": 50, "num_videos": n_videos, "frames": T, "uncalibrated": True,
+                           "task": "predict", "real_clips": {"dataset": "bouncing", "seed": 0, "first_n": n_videos}},
+              "baselines": {"black_fill": {"psnr": 14.0, "ssim": 0.25}, "nearest_given_frame": {"psnr": 18.5,
+                                                                                                "ssim": 0.5}}}
+    if legacy:
+        return result
+    psnr = values.get("psnr") or 20.0
+    result["baselines"] = json.loads(json.dumps(BASELINES))
+    result["references"] = {"fvd_real_vs_real": REAL_VS_REAL}
+    result["x0_psnr_by_t"] = {"t": X0_T, "psnr": [psnr + 8, psnr + 4, psnr, psnr - 4, psnr - 8]}
+    return result
+
+
 def make_run(runs: Path, sweep: str, variant: str, seed: int, state: str, metrics=None, steps: int = 40,
-             error=None) -> Path:
-    """One run dir. metrics: {task: {metric: value or None}} -> eval.json and samples/<task>.npz."""
+             error=None, config=None, gen_frac=None, legacy: bool = False) -> Path:
+    """One run dir. metrics: {task: {metric: value or None}} -> eval.json and samples/<task>.npz.
+    config: extra config sections; gen_frac: logged on every train_log line (the measured generated share)."""
     run_id = hashlib.sha256(f"{sweep}/{variant}/{seed}".encode()).hexdigest()[:12]
     d = runs / sweep / run_id
     config = {"model": {"preset": "cpu-tiny", "depth": 2, "conditioning": variant},
-              "train": {"seed": seed, "steps": 40, "lr": 3e-4}, "eval": {"tasks": sorted(metrics or ["predict"])}}
+              "train": {"seed": seed, "steps": 40, "lr": 3e-4}, "eval": {"tasks": sorted(metrics or ["predict"])},
+              **(config or {})}
     write_json(d / "config.json", config)
     write_json(d / "run.json", {"sweep": sweep, "variant": variant, "seed": seed, "run_id": run_id,
                                 "overrides": {"model.conditioning": variant}, "profile": "cpu",
@@ -65,16 +94,13 @@ def make_run(runs: Path, sweep: str, variant: str, seed: int, state: str, metric
     for step in range(0, steps + 1, 10):
         lines.append({"step": step, "loss": 1.0 * math.exp(-step / (10 + seed)) + 0.01, "lr": 3e-4,
                       "grad_norm": 1.0, "tokens_per_s": 100.0, "wall_time": 0.5 * step + seed, "time": "t"})
+        if gen_frac is not None:
+            lines[-1]["gen_frac"] = gen_frac + (step - steps / 2) / 10000  # mean: gen_frac
         if step and step % 20 == 0:
             lines.append({"step": step, "eval": {"predict": {"psnr": 10.0 + step / 4 + seed, "ssim": 0.5}}})
     (d / "train_log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     if metrics:
-        tasks = {task: {"metrics": m, "missing": {k: "fixture: not computed" for k, v in m.items() if v is None},
-                        "per_video": {}, "protocol": {"sampler": "ddim", "steps": 50, "num_videos": N_VIDEOS,
-                                                      "frames": T, "uncalibrated": True},
-                        "baselines": {"black_fill": {"psnr": 14.0 + seed, "ssim": 0.25},
-                                      "nearest_given_frame": {"psnr": 18.5, "ssim": 0.5}}}
-                 for task, m in metrics.items()}
+        tasks = {task: fake_task(m, legacy=legacy) for task, m in metrics.items()}
         write_json(d / "eval.json", {"step": steps, "checkpoint": "checkpoints/last.pt", "weights": "ema",
                                      "tasks": tasks, "higher_is_better": {"psnr": True, "ssim": True,
                                                                           "lpips": False, "fvd": False}})
@@ -88,18 +114,25 @@ def scores(psnr, lpips, fvd, seed):
 
 
 def make_results(root: Path) -> Path:
-    """Sweep 'conditioning': 3 variants x seeds, one failed, one running, one missing FVD; sweep 'partial'."""
+    """Sweep 'conditioning': 3 variants x seeds, one failed, one running, one missing FVD, one legacy eval.json;
+    sweep 'mask_ratio': 2 variants x 3 seeds with measured gen_frac; sweep 'partial': nothing evaluated."""
     runs = root / "runs"
     for seed in range(3):  # token_concat: best PSNR, worst LPIPS
         make_run(runs, "conditioning", "token_concat", seed, "done",
                  {"predict": scores(30.0, 0.30, 300.0, seed), "interpolate": scores(33.0, 0.25, 250.0, seed)})
-    for seed in range(2):  # cross_attn: best (lowest) LPIPS; seed 1 has no FVD
+    for seed in range(2):  # cross_attn: best (lowest) LPIPS; seed 1 has no FVD and an old eval.json
         make_run(runs, "conditioning", "cross_attn", seed, "done",
-                 {"predict": scores(25.0, 0.10, None if seed else 200.0, seed)})
-    make_run(runs, "conditioning", "adaln", 0, "done", {"predict": scores(20.0, 0.20, 400.0, 0)})
+                 {"predict": scores(25.0, 0.10, None if seed else 200.0, seed)}, legacy=seed == 1)
+    make_run(runs, "conditioning", "adaln", 0, "done", {"predict": scores(17.0, 0.20, 400.0, 0)})
     make_run(runs, "conditioning", "adaln", 1, "failed", steps=10,
              error="Traceback (most recent call last):\nRuntimeError: fixture out of memory")
     make_run(runs, "conditioning", "adaln", 2, "running", steps=20)
+    for seed, (dpsnr, dssim) in enumerate([(2.0, 0.01), (2.3, -0.012), (1.8, 0.004)]):
+        for ratio, name, shift in ((0.25, "ratio_0.25", (0.0, 0.0)), (0.5, "ratio_0.5", (dpsnr, dssim))):
+            values = {"psnr": 20.0 + seed + shift[0], "ssim": 0.6 + 0.02 * seed + shift[1], "lpips": None,
+                      "fvd": 500.0 - 10 * seed}
+            make_run(runs, "mask_ratio", name, seed, "done", {"predict": values},
+                     config={"masks": {"mask_ratio": ratio}}, gen_frac=ratio * 0.9)
     make_run(runs, "partial", "a", 0, "running", steps=20)
     make_run(runs, "partial", "b", 0, "pending", steps=0)
     bench = {"benchmarks": [{"name": f"test_step[tokens={n}]", "group": "train_step", "stats": {"mean": n * 1e-5,
@@ -115,25 +148,98 @@ def built(tmp_path_factory):
     return root, pages
 
 
-# ---------------------------------------------------------------- bootstrap
+def section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end, text.index(start))]
 
 
-def test_bootstrap_ci_matches_exact_two_point_distribution():
-    # With two values a < b the bootstrap means are a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4,
-    # so the 2.5% and 97.5% quantiles are exactly a and b.
-    mean, low, high, n = report_tables.bootstrap_ci([2.0, 6.0], n_boot=4000, seed=1)
-    assert (mean, low, high, n) == (4.0, 2.0, 6.0, 2)
+# ---------------------------------------------------------------- intervals and paired differences
 
 
-def test_bootstrap_ci_edge_cases_and_determinism():
-    mean, low, high, n = report_tables.bootstrap_ci([3.0, float("nan")])
-    assert (mean, n) == (3.0, 1) and math.isnan(low) and math.isnan(high)  # one seed: no interval
-    assert report_tables.bootstrap_ci([])[3] == 0
-    x = np.random.default_rng(0).normal(size=7)
-    a, b = report_tables.bootstrap_ci(x, seed=3), report_tables.bootstrap_ci(x, seed=3)
-    assert a == b
-    assert x.min() <= a[1] <= a[0] <= a[2] <= x.max()
-    assert report_tables.bootstrap_ci(x, seed=4)[1] != a[1]
+def test_interval_uses_scipy_bootstrap_for_three_seeds_and_names_the_method():
+    x = [20.1, 20.5, 19.8, 20.9]
+    ci = report_stats.seed_interval(x, "BCa", n_boot=999, seed=1)
+    ref = stats.bootstrap((np.array(x),), np.mean, n_resamples=999, method="BCa",
+                          **report_stats._rng_kwarg(1)).confidence_interval
+    assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high))
+    assert ci.kind == "BCa bootstrap" and ci.n == 4 and ci.mean == pytest.approx(np.mean(x))
+    assert ci.low <= ci.mean <= ci.high
+    assert report_stats.seed_interval(x, "percentile", 999, 1).kind == "percentile bootstrap"
+    assert report_stats.seed_interval(x, "BCa", 999, 1) == ci  # seeded: the same table twice
+    constant = report_stats.seed_interval([3.0, 3.0, 3.0])  # BCa undefined: percentile, and it says so
+    assert (constant.low, constant.high) == (3.0, 3.0) and constant.kind.startswith("percentile bootstrap (BCa")
+
+
+def test_fewer_than_three_seeds_give_min_max_and_call_it_that():
+    ci = report_stats.seed_interval([2.0, 6.0, float("nan")])
+    assert (ci.mean, ci.low, ci.high, ci.n, ci.kind) == (4.0, 2.0, 6.0, 2, "min-max")
+    assert report_tables.format_interval(ci, 2, 2) == "4.00 (min–max 2.00–6.00)"
+    one = report_stats.seed_interval([3.0])
+    assert one.kind == "one seed" and report_tables.format_interval(one, 1, 1) == "3.0 (one seed)"
+    assert report_stats.seed_interval([]).n == 0
+    assert report_tables.format_interval(report_stats.seed_interval([]), 0, 2) == report_tables.MISSING
+    with pytest.raises(ValueError, match="interval method"):
+        report_stats.seed_interval([1.0, 2.0, 3.0], "normal")
+
+
+def test_paired_difference_excluding_zero_is_significant_and_one_that_does_not_is_not():
+    ref = np.array([20.0, 21.0, 19.0, 20.5])  # large seed-to-seed spread, shared by both variants
+    better = ref + np.array([0.9, 1.1, 1.0, 0.95])  # every seed gains about 1 dB
+    d = report_stats.paired_difference(better, ref, n_boot=999)
+    assert d.kind == "BCa bootstrap" and d.n == 4 and d.low > 0 and report_stats.significant(d)
+    # Unpaired, the spread between seeds would swamp the gain: the pairing is what makes it significant.
+    assert report_stats.seed_interval(better).low < report_stats.seed_interval(ref).high
+    mixed = ref + np.array([0.5, -0.6, 0.3, -0.2])
+    d = report_stats.paired_difference(mixed, ref, n_boot=999)
+    assert d.low < 0 < d.high and not report_stats.significant(d)
+    worse = report_stats.paired_difference(ref - 1.0 + np.array([0, 0.1, -0.1, 0.05]), ref, n_boot=999)
+    assert worse.high < 0 and report_stats.significant(worse)
+    two = report_stats.paired_difference(better[:2], ref[:2])  # 2 pairs: no interval, never significant
+    assert two.kind == "none" and two.n == 2 and not report_stats.significant(two)
+    nan = report_stats.paired_difference([1.0, np.nan, 3.0, 4.0], [0.0, 1.0, np.nan, 2.0])
+    assert nan.n == 2  # a pair with a missing side is dropped
+    with pytest.raises(ValueError, match="one length"):
+        report_stats.paired_difference([1.0, 2.0], [1.0])
+
+
+def test_clip_difference_averages_the_paired_seeds_per_clip():
+    a = [[1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0]]  # 2 seeds x 4 clips: per-clip seed means 2, 3, 4, 5
+    b = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    d = report_stats.clip_difference(a, b, "percentile", 999, 0)
+    assert d.n == 4 and d.mean == pytest.approx(3.5) and d.kind == "percentile bootstrap"
+    assert 2.0 <= d.low < 3.5 < d.high <= 5.0
+    assert report_stats.clip_difference([[1.0, 2.0, 3.0]], [[1.0, 2.0]], "BCa", 99, 0).n == 0  # other clips
+    assert report_stats.clip_difference([None], [[1.0]], "BCa", 99, 0).n == 0  # not saved
+    assert report_stats.clip_difference([], [], "BCa", 99, 0).n == 0
+
+
+def test_paired_cells_say_significant_only_when_the_interval_excludes_zero():
+    row = {"n_pairs": 3, "diff_mean": 1.0, "diff_low": 0.5, "diff_high": 1.5, "interval": "BCa bootstrap",
+           "significant": True}
+    assert report_tables.format_difference(row, True, 2) == "+1.00 [+0.50, +1.50] significant, better"
+    assert report_tables.format_difference(row, False, 2).endswith("significant, worse")  # lower is better
+    row.update(diff_low=-0.5, significant=False)
+    assert report_tables.format_difference(row, True, 2) == "+1.00 [−0.50, +1.50] not significant"
+    row.update(n_pairs=2, interval="none")
+    assert report_tables.format_difference(row, True, 2) == "+1.00 (2 pairs: no interval) not significant"
+
+
+def test_against_baseline_needs_the_whole_interval_past_it():
+    ci = report_stats.Interval(20.0, 19.0, 21.0, 3, "BCa bootstrap")
+    assert report_stats.against_baseline(ci, 18.0, True) == "beats"
+    assert report_stats.against_baseline(ci, 19.5, True) == "unclear"
+    assert report_stats.against_baseline(ci, 20.5, True) == "does not beat"
+    assert report_stats.against_baseline(ci, 25.0, False) == "beats"  # lower is better (FVD, LPIPS)
+    assert report_stats.against_baseline(report_stats.Interval(20.0, 19.9, 20.1, 2, "min-max"), 18.0, True) == (
+        "unclear")  # fewer than 3 seeds: never "beats"
+    assert report_stats.against_baseline(ci, math.nan, True) == "n/a"
+
+
+def test_reference_is_requested_or_best():
+    means = {"a": 1.0, "b": 3.0, "c": float("nan")}
+    assert report_stats.pick_reference(means, True, None) == ("b", "best mean")
+    assert report_stats.pick_reference(means, False, None) == ("a", "best mean")
+    assert report_stats.pick_reference(means, True, "a") == ("a", "chosen with --reference")
+    assert report_stats.pick_reference(means, True, "zzz")[0] == "b"  # not run on this task
 
 
 # ---------------------------------------------------------------- data
@@ -141,16 +247,17 @@ def test_bootstrap_ci_edge_cases_and_determinism():
 
 def test_frame_rows_columns_and_missing_stays_nan(built):
     root, pages = built
-    assert set(pages) == {"conditioning", "partial"}
+    assert set(pages) == {"conditioning", "mask_ratio", "partial"}
     frame = pd.read_csv(root / "out" / "conditioning" / "runs.csv")
     assert len(frame) == 3 * 2 + 2 + 3  # token_concat 2 tasks, cross_attn, adaln (done, failed, running)
     for col in ("sweep", "variant", "seed", "state", "task", "model.conditioning", "train.seed", "psnr", "ssim",
-                "lpips", "fvd", "protocol", "final_loss"):
+                "lpips", "fvd", "protocol", "final_loss", "clips", "gen_frac"):
         assert col in frame.columns, col
     assert "model.depth" not in frame.columns  # the same in every run: not a varied field
     fvd = frame.loc[(frame.variant == "cross_attn") & (frame.seed == 1), "fvd"]
     assert fvd.isna().all()
     assert frame["fvd"].notna().sum() == 8 and (frame["fvd"].dropna() > 0).all()
+    assert frame["gen_frac"].isna().all()  # not logged by these runs: missing, never 0
     failed = frame[frame.state == "failed"]
     assert len(failed) == 1 and failed["psnr"].isna().all() and "out of memory" in failed["error"].iloc[0]
     assert sorted(frame.state.unique()) == ["done", "failed", "running"]
@@ -162,7 +269,7 @@ def test_frame_rows_columns_and_missing_stays_nan(built):
 # ---------------------------------------------------------------- tables
 
 
-def test_table_ci_and_best_by_direction(built):
+def test_table_intervals_named_and_best_by_direction(built):
     root, _ = built
     out = root / "out" / "conditioning"
     table = pd.read_csv(out / "table.csv")
@@ -175,17 +282,128 @@ def test_table_ci_and_best_by_direction(built):
         assert len(many) and (many[f"{m}_ci_low"] <= many[f"{m}_mean"]).all()
         assert (many[f"{m}_mean"] <= many[f"{m}_ci_high"]).all()
     assert predict.loc["token_concat", "n_seeds"] == 3 and predict.loc["cross_attn", "fvd_n"] == 1
-    assert predict.loc["adaln", "n_seeds"] == 1 and math.isnan(predict.loc["adaln", "psnr_ci_low"])
+    assert predict.loc["token_concat", "psnr_interval"] == "BCa bootstrap"
+    assert predict.loc["cross_attn", "psnr_interval"] == "min-max"
+    assert predict.loc["cross_attn", "psnr_ci_low"] == pytest.approx(25.0)  # the min of the two seeds
+    assert predict.loc["adaln", "n_seeds"] == 1 and predict.loc["adaln", "psnr_interval"] == "one seed"
     assert predict.loc["token_concat", "psnr_mean"] == pytest.approx(30.5)
 
     md = (out / "table.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| predict | token_concat"))
-    assert "**30.50 ±" in row
-    assert "± n/a" in next(line for line in md.splitlines() if line.startswith("| predict | adaln"))
-    assert "(n=1)" in next(line for line in md.splitlines() if line.startswith("| predict | cross_attn"))
+    caption = md.split("\n\n")[0]
+    for words in ("95% BCa bootstrap interval", "scipy.stats.bootstrap", "500 resamples", "min–max range",
+                  "not a confidence interval", report_stats.SIGNIFICANCE_RULE):
+        assert words in caption, words
+    lines = md.splitlines()
+    row = next(line for line in lines if line.startswith("| predict | token_concat"))
+    assert "**30.50 [" in row
+    assert "30.50 (min–max" not in row
+    assert "25.25 (min–max 25.00–25.50)" in next(line for line in lines if line.startswith("| predict | cross_attn"))
+    assert "(one seed)" in next(line for line in lines if line.startswith("| predict | adaln"))
+    assert "(n=1)" in next(line for line in lines if line.startswith("| predict | cross_attn"))
     tex = (out / "table.tex").read_text()
-    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{30.50 $\pm$", r"token\_concat"):
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{30.50 [", r"token\_concat", "min--max"):
         assert cmd in tex, cmd
+    assert r"300.0 [300.0, 300.0] \dag{}" in tex  # BCa undefined (equal seeds): percentile, marked
+    paired_tex = (out / "paired.tex").read_text()
+    assert "$-$13.00" in paired_tex and tex.isascii() and paired_tex.isascii()  # pdflatex needs no unicode
+    md = report.build_report(root, ["mask_ratio"], root / "pct", n_boot=200, method="percentile")
+    assert "95% percentile bootstrap interval" in (root / "pct" / "mask_ratio" / "table.md").read_text()
+
+
+def test_baselines_and_fvd_references_beside_the_model(built):
+    root, pages = built
+    readme = (root / "out" / "conditioning" / "README.md").read_text()
+    results = section(readme, "## Results", "## Plots")
+    # Old (black_fill, nearest_given_frame) and new (black, nearest) names are one baseline each.
+    assert results.count("| predict | baseline: black fill |") == 1
+    assert "| predict | baseline: copy nearest given frame |  | 18.50 | 0.5000 | — | 350.0 |" in results
+    assert "| predict | reference: real vs real (FVD floor) |  | — | — | — | 40.0 |" in results
+    assert "| interpolate | baseline: black fill |  | 14.00 | 0.2500 | — | 900.0 |" in results
+    verdicts = section(readme, "### Against the trivial baselines", "### Paired")
+    adaln = next(line for line in verdicts.splitlines() if "predict · adaln" in line)
+    assert "does NOT beat copy nearest given frame (PSNR 17.00 vs 18.50, FVD 400.0 vs 350.0)" in adaln
+    token = next(line for line in verdicts.splitlines() if "predict · token_concat" in line)
+    assert "does NOT beat" not in token and "unclear" not in token
+    assert "beats black fill (PSNR 30.50 vs 14.00, SSIM 0.8100 vs 0.2500, FVD 300.0 vs 900.0)" in token
+    assert "FVD 300.0 [300.0, 300.0] †" in token and "real-vs-real floor 40.0" in token
+    assert "copy nearest given frame 350.0" in token
+    cross = next(line for line in verdicts.splitlines() if "predict · cross_attn" in line)
+    assert "is unclear against black fill" in cross and "fewer than 3 seeds" in cross  # better means, 2 seeds
+    assert "Against the trivial baselines" in pages["conditioning"].read_text()
+    assert "Against the trivial baselines" not in pages["partial"].read_text()  # nothing evaluated
+    assert report_tables.reference_row("lpips_real_vs_real", 0.1) == ("reference: lpips real vs real",
+                                                                      {"lpips": 0.1})  # a future reference
+
+
+def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
+    root, pages = built
+    out = root / "out" / "mask_ratio"
+    paired = pd.read_csv(out / "paired.csv").set_index("metric")
+    assert set(paired["variant"]) == {"ratio_0.25"} and set(paired["reference"]) == {"ratio_0.5"}  # best PSNR
+    assert (paired["n_pairs"].drop("lpips") == 3).all() and paired.loc["lpips", "n_pairs"] == 0  # never computed
+    assert paired.loc["psnr", "diff_mean"] == pytest.approx(-(2.0 + 2.3 + 1.8) / 3)
+    assert paired.loc["psnr", "diff_high"] < 0 and paired.loc["psnr", "significant"]
+    assert paired.loc["ssim", "diff_low"] < 0 < paired.loc["ssim", "diff_high"]
+    assert not paired.loc["ssim", "significant"]
+    assert not paired.loc["fvd", "significant"]  # the same FVD in every pair: a zero difference
+    md = (out / "paired.md").read_text()
+    assert "Unit: one training seed" in md and "paired=True" in md and report_stats.SIGNIFICANCE_RULE in md
+    row = next(line for line in md.splitlines() if line.startswith("| predict | ratio_0.25 − ratio_0.5"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3].endswith("significant, worse") and cells[4].endswith("not significant")
+    # per_video lists (5 clips) give the interval over test clips too; it never decides significance
+    assert paired.loc["psnr", "clip_n"] == N_VIDEOS and paired.loc["lpips", "clip_n"] == 0
+    assert paired.loc["psnr", "clip_low"] <= paired.loc["psnr", "diff_mean"] <= paired.loc["psnr", "clip_high"]
+    assert "interval over test clips" in md and "decides nothing" in md
+    readme = (out / "README.md").read_text()
+    assert readme.count(report_stats.SIGNIFICANCE_RULE) >= 3  # results table, paired table, the page's rule
+    # conditioning: token_concat (best PSNR) is the reference; cross_attn shares 2 seeds: no interval
+    cond = pd.read_csv(root / "out" / "conditioning" / "paired.csv")
+    cross = cond[(cond.variant == "cross_attn") & (cond.metric == "psnr")].iloc[0]
+    assert cross["reference"] == "token_concat" and cross["n_pairs"] == 2 and not cross["significant"]
+    chosen = report.build_report(root, ["mask_ratio"], root / "ref", n_boot=200, reference="ratio_0.25")
+    again = pd.read_csv(chosen["mask_ratio"].parent / "paired.csv")
+    assert set(again["variant"]) == {"ratio_0.5"} and "chosen with --reference" in (
+        chosen["mask_ratio"].parent / "paired.md").read_text()
+
+
+def test_baselines_and_references_read_numbers_or_fvd_records(tmp_path):
+    runs = tmp_path / "runs"
+    d = make_run(runs, "s", "v", 0, "done", {"predict": {"psnr": 20.0}})
+    ev = json.loads((d / "eval.json").read_text())
+    ev["tasks"]["predict"]["references"] = {"fvd_real_vs_real": {"fvd": 41.5, "num_videos": N_VIDEOS}}
+    ev["tasks"]["predict"]["baselines"]["nearest"]["fvd"] = {"fvd": 300.0}
+    (d / "eval.json").write_text(json.dumps(ev))
+    loaded = report.find_runs(tmp_path)["s"]
+    assert report.report_runs.reference_values(loaded) == {"predict": {"fvd_real_vs_real": 41.5}}
+    assert report.report_runs.baseline_values(loaded)["predict"]["nearest"]["fvd"] == 300.0
+
+
+def test_pairs_that_scored_different_clips_are_left_out(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        make_run(runs, "s", "a", seed, "done", {"predict": {"psnr": 20.0 + seed}})
+        make_run(runs, "s", "b", seed, "done", {"predict": {"psnr": 19.0 + seed}})
+    ev = json.loads((next(p for p in (runs / "s").iterdir() if json.loads((p / "run.json").read_text())[
+        "variant"] == "b" and json.loads((p / "run.json").read_text())["seed"] == 2) / "eval.json").read_text())
+    assert ev["tasks"]["predict"]["protocol"]["num_videos"] == N_VIDEOS
+    frame = report.report_runs.runs_frame(report.find_runs(tmp_path)["s"])
+    frame.loc[(frame.variant == "b") & (frame.seed == 2), "clips"] = "other clips"
+    rows, notes = report_stats.paired_frame(frame, ["psnr"], {"predict": "a"}, n_boot=100)
+    assert rows[0]["n_pairs"] == 2 and rows[0]["interval"] == "none"
+    assert notes and "seeds [2] scored different test clips" in notes[0]
+
+
+def test_mask_ratio_sweep_shows_nominal_and_measured_share(built):
+    root, _ = built
+    md = (root / "out" / "mask_ratio" / "table.md").read_text()
+    assert "mask ratio (nominal)" in md and "generated share (measured)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| predict | ratio_0.25"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:5] == ["0.25", "0.225"]  # logged gen_frac: 0.9 x nominal, averaged over lines and seeds
+    table = pd.read_csv(root / "out" / "mask_ratio" / "table.csv").set_index("variant")
+    assert table.loc["ratio_0.5", "gen_frac"] == pytest.approx(0.45, abs=1e-3)
+    assert "mask ratio (nominal)" not in (root / "out" / "conditioning" / "table.md").read_text()
 
 
 # ---------------------------------------------------------------- plots and videos
@@ -194,10 +412,32 @@ def test_table_ci_and_best_by_direction(built):
 def test_plots_exist_as_png_and_pdf(built):
     root, _ = built
     plots = root / "out" / "conditioning" / "plots"
-    for stem in ("loss_step", "loss_time", "eval_predict_psnr", "cost"):
+    for stem in ("loss_step", "loss_time", "eval_predict_psnr", "cost", "x0_psnr_predict", "x0_psnr_interpolate"):
         for ext in (".png", ".pdf"):
             assert (plots / (stem + ext)).stat().st_size > 1000, stem + ext
     assert report_plots.read_bench(root / "nowhere") == [] and report_plots.plot_cost([], plots / "x") == []
+
+
+def test_x0_diagnostic_plot_draws_the_seed_mean_and_the_baselines(tmp_path, monkeypatch):
+    drawn = {}
+    real_save = report_plots.save
+
+    def keep(fig, stem):
+        ax = fig.axes[0]
+        drawn["lines"] = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+        return real_save(fig, stem)
+
+    monkeypatch.setattr(report_plots, "save", keep)
+    t = np.array(X0_T, dtype=float)
+    series = {"v": [(t, np.array([30.0, 20, 15, 10, 5])), (t, np.array([32.0, 22, 17, 12, 7]))],
+              "eps": [(t, np.array([30.0, 18, 12, 9, 7.5]))]}
+    paths = report_plots.plot_x0(series, {"baseline: black fill": 14.0, "baseline: copy": 18.26}, tmp_path / "x0",
+                                 task="predict", variants=["eps", "v"])
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    assert drawn["lines"]["v (n=2)"] == (list(t), [31.0, 21.0, 16.0, 11.0, 6.0])  # mean over seeds
+    assert drawn["lines"]["baseline: copy: 18.26 dB"][1] == [18.26, 18.26]  # a horizontal line
+    assert "baseline: black fill: 14.00 dB" in drawn["lines"]
+    assert report_plots.plot_x0({}, {}, tmp_path / "none", task="predict", variants=[]) == []
 
 
 def test_band_interpolates_seeds_on_one_grid():
@@ -273,22 +513,53 @@ def test_page_references_only_existing_local_files(built):
     assert sum(r.endswith(".gif") for r in parser.refs) == 4
     assert sorted(Path(r).stem for r in parser.refs if r.endswith(".png")) == sorted(
         Path(r).stem for r in parser.refs if r.endswith(".pdf")) == [
-        "cost", "eval_predict_psnr", "eval_predict_ssim", "loss_step", "loss_time"]
-    for needle in ("fixture out of memory", "9.9.9-fixture", "abc123", "sampler", "uncalibrated"):
+        "cost", "eval_predict_psnr", "eval_predict_ssim", "loss_step", "loss_time", "x0_psnr_interpolate",
+        "x0_psnr_predict"]
+    for needle in ("fixture out of memory", "9.9.9-fixture", "abc123", "sampler", "uncalibrated",
+                   "Clean-frame estimate by noise level on predict:", "paired.md", "Paired comparisons"):
         assert needle in text, needle
     assert "no evaluated runs yet" in pages["partial"].read_text()
-
-
-def test_baselines_table_under_the_results(built):
-    root, pages = built
     readme = (root / "out" / "conditioning" / "README.md").read_text()
-    results = readme[readme.index("## Results"):readme.index("## Plots")]
-    # predict was evaluated by 3 + 2 + 1 runs with seeds 0,1,2 / 0,1 / 0: black fill PSNR 14 + mean seed
-    assert "| predict | black fill | 6 | 14.67 | 0.2500 |" in results
-    assert "| interpolate | black fill | 3 | 15.00 | 0.2500 |" in results
-    assert "| predict | nearest given frame | 6 | 18.50 | 0.5000 |" in results
-    assert "Trivial baselines" in pages["conditioning"].read_text()
-    assert "Trivial baselines" not in pages["partial"].read_text()  # no evaluations, no baselines table
+    assert "plots/x0_psnr_predict.png" in readme and report_stats.SIGNIFICANCE_RULE in readme
+
+
+class Cells(HTMLParser):
+    """The text of every table cell on a page, and the headers."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.headers, self._tag = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag if tag in ("td", "th") else self._tag
+
+    def handle_endtag(self, tag):
+        self._tag = None if tag in ("td", "th") else self._tag
+
+    def handle_data(self, data):
+        if self._tag == "td":
+            self.cells.append(data)
+        elif self._tag == "th":
+            self.headers.append(data)
+
+
+def test_report_over_fake_runs_shows_every_metric_the_runs_computed(tmp_path):
+    """Whatever metrics eval.json holds, known or not, each gets a column, and each run's mean is on the page."""
+    runs = tmp_path / "runs"
+    computed = {"psnr": 21.0, "ssim": 0.7, "lpips": 0.2, "fvd": 150.0, "clip_score": 0.31}
+    for seed in range(3):
+        make_run(runs, "s", "v", seed, "done", {"predict": {m: v + seed for m, v in computed.items()}})
+    make_run(runs, "s", "w", 0, "done", {"predict": {"psnr": 19.0, "ssim": None}})  # ssim not computed
+    index = report.build_report(tmp_path, out=tmp_path / "out", n_boot=100)["s"]
+    page = Cells()
+    page.feed(index.read_text())
+    for label in ("PSNR (dB) ↑", "SSIM ↑", "LPIPS ↓", "FVD ↓", "clip_score"):
+        assert label in page.headers, label
+    v_means = {"psnr": "22.00 [", "ssim": "1.700 [", "lpips": "1.200 [", "fvd": "151.0 [", "clip_score": "1.310 ["}
+    for m, text in v_means.items():
+        assert any(c.startswith(text) for c in page.cells), (m, text)
+    w_row = page.cells[page.cells.index("w") - 1:page.cells.index("w") + 8]
+    assert "19.00 (one seed)" in w_row and "—" in w_row  # w's SSIM was not computed: missing, not 0
 
 
 def test_cli_writes_report(tmp_path):
@@ -327,7 +598,7 @@ def test_no_runs_is_an_error_that_names_the_command(tmp_path, capsys):
 
 
 def test_report_modules_import_no_model_training_or_torch():
-    # The report reads result files only: no torch, no vdt (model, train), no ablations, no metric code.
+    # The report reads result files only: no torch, no vdt but its run-dir layout, no ablations, no metric code.
     for path in sorted((REPO / "metrics").glob("report*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -338,5 +609,6 @@ def test_report_modules_import_no_model_training_or_torch():
                 continue
             for name in names:
                 top = name.split(".")[0]
-                assert top not in ("torch", "vdt", "ablations", "torchmetrics", "lpips"), (path.name, name)
+                assert top not in ("torch", "ablations", "torchmetrics", "lpips"), (path.name, name)
+                assert top != "vdt" or name.startswith("vdt.layout."), (path.name, name)  # the run-dir file names
                 assert top != "metrics" or name.split(".")[1].startswith("report"), (path.name, name)
