@@ -49,10 +49,13 @@ def test_dataset_says_what_it_skipped(taichi, capsys):
     assert announce_skipped(build_dataset(DataConfig(length=4), "train"), "training") is None  # procedural
 
 
-def test_training_prints_one_line_and_run_json_records_the_count(taichi, tmp_path, capsys):
+def test_training_and_evaluation_print_one_line_and_run_json_records_the_count(taichi, tmp_path, capsys):
+    from metrics.evaluate import evaluate_run
+
     cfg = RunConfig().with_overrides([
         "data.name=taichi", f"data.root={taichi}", "data.frames=4", "data.size=16", "data.max_bad_fraction=0.5",
-        "model.preset=cpu-tiny", "train.steps=1", "train.batch_size=2", "train.log_every=1", "train.ckpt_every=1"])
+        "model.preset=cpu-tiny", "train.steps=1", "train.batch_size=2", "train.log_every=1", "train.ckpt_every=1",
+        "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2", "eval.fvd=false", "eval.lpips=false"])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "run.json").write_text(json.dumps({"sweep": "s", "variant": "v"}))  # the launcher's part stays
@@ -62,3 +65,7 @@ def test_training_prints_one_line_and_run_json_records_the_count(taichi, tmp_pat
     info = json.loads((run_dir / "run.json").read_text())
     assert info["sweep"] == "s" and info["skipped_videos"]["skipped"] == 1 and info["skipped_videos"]["total"] == 6
     assert "garbage.mp4" in open(info["skipped_videos"]["list"]).read()
+
+    evaluate_run(run_dir, cfg, progress=False)
+    line, = skipped_lines(capsys.readouterr().err)
+    assert line.startswith("evaluation: skipped 1 of 6 videos") and line.endswith("bad_videos.txt")
