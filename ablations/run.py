@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help=f"the sweep: {', '.join(sweeps.SWEEPS)}")
     p.add_argument("--profile", default="tiny", choices=list(sweeps.PROFILES),
                    help="tiny: CPU, built-in data (default); paper: the paper's model and data, for GPUs; "
-                        "smoke: the paper path in miniature on a CPU (needs data.root and data.vae_path)")
+                        "smoke: the paper path in miniature on a CPU (needs data.root)")
     p.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides applied to every run, e.g. --set train.steps=100 eval.num_videos=8 "
                         "(repeatable)")

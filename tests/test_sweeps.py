@@ -149,3 +149,18 @@ def test_run_id_hashes_the_training_sections_only():
         assert changed.run_id != base.run_id, key
     assert "eval" not in base.cfg.training_dict() and set(base.cfg.training_dict()) == {
         "model", "diffusion", "masks", "data", "train"}
+
+
+def test_smoke_profile_takes_the_paper_branches_with_labels_and_guidance():
+    with pytest.raises(ConfigError, match="data.root"):
+        sweeps.expand("conditioning", "smoke")
+    paths = {"data.root": "/data/ucf", "data.vae_path": "/vae"}
+    smoke = sweeps.expand("conditioning", "smoke", paths)[0].cfg
+    paper = sweeps.expand("conditioning", "paper", paths)[0].cfg
+    for key in ("name", "autoencoder", "frames", "split"):
+        assert getattr(smoke.data, key) == getattr(paper.data, key), key
+    assert smoke.data.num_workers > 0 and smoke.eval.fvd and smoke.eval.lpips  # as paper: workers, FVD, LPIPS
+    assert smoke.data.class_labels and smoke.model.num_classes > 0 and smoke.eval.guidance > 1.0
+    assert smoke.eval.batch_size < smoke.eval.num_videos  # several evaluation batches, as paper
+    assert smoke.train.steps > smoke.train.ckpt_every  # a periodic checkpoint before the last
+    assert smoke.model.preset == "cpu-tiny"
