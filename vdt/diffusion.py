@@ -7,7 +7,6 @@ Symbols (Ho et al. 2020, "DDPM"; Nichol & Dhariwal 2021, "IDDPM"; Song et al. 20
     x_t               sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps        (q_sample)
     beta~_t           posterior variance         beta_t (1 - abar_{t-1}) / (1 - abar_t)
     mu~_t(x_0, x_t)   posterior mean             coef_x0 x_0 + coef_xt x_t
-
     v_t               the v target               sqrt(abar_t) eps - sqrt(1 - abar_t) x_0   (Salimans & Ho 2022, sec. 4)
 
 The denoiser is a plain callable ``model_fn(x_in, t) -> out``: x_in (B, T, C, H, W), t (B,) long, out (B, T, C, H, W)
@@ -169,7 +168,7 @@ def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
 
 def _to_x0(kind: str, pred, x_t, c):
     """The x_0 that prediction ``pred`` of ``kind`` implies at x_t; c(name) is that schedule table at the step(s)."""
-    if kind == "eps":  # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, solved for x_0 (DDPM eq. 4)
+    if kind == "eps":  # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, solved for x_0 (DDPM eq. 15)
         return c("sqrt_recip_ac") * x_t - c("sqrt_recipm1_ac") * pred
     if kind == "v":  # sqrt(abar) x_t - sqrt(1 - abar) v_t = x_0 (Salimans & Ho 2022, sec. 4)
         return c("sqrt_ac") * x_t - c("sqrt_1m_ac") * pred
@@ -223,7 +222,7 @@ class GaussianDiffusion:
         noise = torch.randn_like(x0) if noise is None else noise
         return self.base.at("sqrt_ac", t) * x0 + self.base.at("sqrt_1m_ac", t) * noise
 
-    # ---- the prediction ----------------------------------------------------------------------------------------------
+    # ---- the prediction ------------------------------------------------------------------------------------------
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the prediction regresses to at x_t = q_sample(x0, t, noise): eps, v_t or x_0. All (B, T, C, H, W)."""
