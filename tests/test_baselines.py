@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from metrics.baselines import baseline_fills, nearest_given
+from metrics.region import PSNR_CAP_DB, score_region
 
 
 def test_nearest_given_frame_prefers_the_earlier_on_ties():
@@ -39,3 +40,23 @@ def test_no_copy_baseline_when_a_video_has_no_given_frame():
     assert set(baseline_fills(real, mask)) == {"black_fill"}
     with pytest.raises(RuntimeError):  # shapes must agree: a mask of another size is an error, not a silent fill
         baseline_fills(real, torch.ones(1, 3, 4, 4))
+
+
+def test_fills_are_scored_on_the_generated_region():
+    """Fills are in the data's [-1, 1]; mapped to [0, 1] they go through metrics.region.score_region."""
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(2, 1, 3, 16, 16, generator=g) * 2 - 1
+    real = frame.expand(2, 4, 3, 16, 16).clone()  # a still scene: copying a given frame is exact
+    mask = torch.zeros(2, 4, 16, 16)
+    mask[:, 2:] = 1  # predict: frames 0, 1 given
+    mask[1, 3, :, :8] = 0  # video 1: the left half of its last frame is given
+    fills = baseline_fills(real, mask)
+    unit = lambda v: (v + 1) / 2
+    near = score_region(unit(fills["nearest_given_frame"][0]), unit(real), mask)
+    assert near["psnr"].tolist() == [PSNR_CAP_DB] * 2
+    torch.testing.assert_close(near["ssim"], torch.ones(2))
+    black = score_region(unit(fills["black_fill"][0]), unit(real), mask)
+    truth = unit(real).permute(0, 1, 3, 4, 2)[mask.bool()]  # (generated pixels, C); black fill = 0
+    expected = [10 * torch.log10(1 / (truth[:512] ** 2).mean()), 10 * torch.log10(1 / (truth[512:] ** 2).mean())]
+    torch.testing.assert_close(black["psnr"], torch.stack(expected), rtol=1e-5, atol=0)
+    assert (black["ssim"] < 0.5).all()

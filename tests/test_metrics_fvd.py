@@ -24,7 +24,7 @@ from metrics import (
     update_stats,
     video_features,
 )
-from metrics.fvd import fvd
+from metrics.fvd import fvd, fvd_between, fvd_of_videos
 from metrics.i3d import InceptionI3d
 
 PROTOCOL = FVDProtocol(weights_sha256="0" * 64, num_frames=9)
@@ -151,6 +151,21 @@ def test_preprocess_rounds_resizes_and_scales():
     torch.testing.assert_close(grey, out)
     with pytest.raises(ValueError, match="9 frames"):
         preprocess_videos(levels[:, :8], PROTOCOL)
+
+
+def test_fvd_between_two_sets_and_fvd_of_videos_agree():
+    a, b = random_videos(12, 0), random_videos(12, 1, offset=0.1)
+    ab = fvd_between(a, b, PoolExtractor(), PROTOCOL, batch_size=5, sources=({"first_n": 12}, {"offset": 12}))
+    assert ab.value == pytest.approx(fvd(stats_of(a), stats_of(b)).value, rel=1e-12)
+    record = ab.to_dict()
+    assert record["real_clips"] == {"first_n": 12} and record["fake_clips"] == {"offset": 12}
+    assert record["n_real"] == record["n_fake"] == 12 and record["weights_sha256"] == PROTOCOL.weights_sha256
+    # The model's samples and a baseline fill go through fvd_of_videos against the cached real stats.
+    real = FeatureStats(PROTOCOL, {"split": "test"})
+    update_stats(real, a, PoolExtractor())
+    of = fvd_of_videos(real, b, PoolExtractor(), batch_size=4)
+    assert of.value == pytest.approx(ab.value, rel=1e-12) and of.real_clips == {"split": "test"}
+    assert "fake_clips" not in of.to_dict()
 
 
 def test_real_stats_cache_computes_once(tmp_path):
