@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from vdt.config import RunConfig
-from vdt.data import build_video_dataset
+from vdt.data import announce_skipped, build_video_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
 from vdt.layout import RunLayout
@@ -66,6 +66,7 @@ class RunSampler:
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         # Pixel clips, also for a latent run: the latent cache is for training only.
         self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none"), "test")
+        announce_skipped(self.data, "evaluation")
         self.n = min(cfg.eval.num_videos, len(self.data))
         self.vae = None
         if cfg.data.autoencoder == "sd-vae":
