@@ -20,6 +20,7 @@ from pathlib import Path
 import submitit
 
 from ablations import rundir
+from vdt.layout import eval_settings_match
 
 TRAIN = "vdt.train:main"
 EVALUATE = "metrics.evaluate:evaluate_run"
@@ -103,7 +104,8 @@ class SweepJob(submitit.helpers.Checkpointable):
     def _evaluate(self, run_dir: Path, step: int) -> dict:
         """eval.json for the final step; a re-run after a crash in evaluation doesn't retrain."""
         old = rundir.read_json(run_dir / "eval.json")
-        if old is not None and old.get("step") == step:
+        if (old is not None and old.get("step") == step
+                and eval_settings_match(old, rundir.read_json(run_dir / "config.json"))):
             return {t: r.get("metrics") for t, r in old.get("tasks", {}).items()}
         from vdt.config import load_config
 

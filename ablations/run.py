@@ -38,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "resumes interrupted ones.", examples=EXAMPLES, notes=NOTES)
     p.add_argument("--sweep", help=f"the sweep: {', '.join(sweeps.SWEEPS)}")
     p.add_argument("--profile", default="tiny", choices=list(sweeps.PROFILES),
-                   help="tiny: CPU, built-in data (default); paper: the paper's model and data, for GPUs")
+                   help="tiny: CPU, built-in data (default); paper: the paper's model and data, for GPUs; "
+                        "smoke: the paper path in miniature on a CPU (needs data.root)")
     vdt_cli.add_config_args(p, "config overrides applied to every run")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds per variant (default: the profile's)")
     p.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all; see --list)")

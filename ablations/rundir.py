@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from vdt.config import EVAL_SECTIONS
+
 STATES = ("pending", "running", "done", "failed")
 ERROR_LINES = 15  # lines of a traceback kept in state.json
 
@@ -90,20 +92,29 @@ def last_logged(run_dir) -> dict:
 
 
 def prepare(run_dir, config: dict, run_info: dict) -> None:
-    """Create the run dir with config.json and run.json; an existing one must hold the same config."""
+    """Create the run dir with config.json and run.json; an existing one must hold the same training config.
+
+    Other evaluation settings replace the old ones in config.json (the run is re-evaluated, not
+    retrained); run.json keeps what training added to it (data counts).
+    """
     run_dir = Path(run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(config))  # tuples -> lists, as on disk
     old = read_json(run_dir / "config.json")
-    if old is not None and old != config:
+    if old is not None and _training_part(old) != _training_part(config):
         raise RuntimeError(f"{run_dir}/config.json holds a different config than its id says; "
                            "move the directory away and launch again")
-    if old is None:
+    if old != config:
         write_json(run_dir / "config.json", config)
-    if read_json(run_dir / "run.json") != run_info:
-        write_json(run_dir / "run.json", run_info)
+    info = read_json(run_dir / "run.json", {})
+    if {**info, **run_info} != info:
+        write_json(run_dir / "run.json", {**info, **run_info})
     if not (run_dir / "state.json").exists():
         update_state(run_dir)
+
+
+def _training_part(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in EVAL_SECTIONS}
 
 
 class LockHeld(RuntimeError):

@@ -10,15 +10,19 @@ I3D statistics are cached once per dataset and protocol. Two trivial fills of th
 (black, and the nearest fully given frame; ``metrics/baselines.py``) are scored with the same frame
 protocol and stored beside the model's numbers, under each task's ``baselines``.
 
-Resumable: samples and I3D features are cached per batch under ``DIR/eval_cache/``; a killed
-evaluation restarts from them. Missing weights (I3D, the LPIPS AlexNet trunk) make that metric
+A latent run (``data.autoencoder=sd-vae``) is evaluated in pixels too: see ``metrics/sampling.py``.
+
+Bookkeeping (``vdt/layout.py``): each finished task goes to ``DIR/eval_parts/<task>.json`` with the
+identity of what made it; ``eval.json`` is written, whole, only when every task of ``eval.tasks``
+is done, and it records the evaluation settings that made it (``eval``). Resumable: a killed
+evaluation restarts at its first unfinished task, and samples are cached per batch under
+``DIR/eval_cache/``, keyed by everything that made them. Missing weights (I3D, the LPIPS AlexNet trunk) make that metric
 null with the reason, never a number from a random network — unless ``--allow-random-weights``,
 whose FVD is marked ``uncalibrated`` wherever it appears.
 """
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -32,25 +36,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from tqdm import tqdm
 
 from metrics import HIGHER_IS_BETTER, frame, fvd, perceptual
 from metrics.baselines import baseline_fills
 from metrics.i3d import InceptionI3d, load_i3d
+from metrics.sampling import RunSampler
 from metrics.weights import WeightsMissingError, resolve_i3d_weights, sha256_file
 from vdt import cli as vdt_cli
 from vdt.config import MASK_KINDS, ConfigError, MaskConfig, RunConfig, coerce, load_config
-from vdt.data import build_dataset
-from vdt.denoiser import Denoiser
-from vdt.diffusion import GaussianDiffusion
 from vdt.errors import PathError
-from vdt.masks import task_mask
-from vdt.model import VDT
+from vdt.layout import RunLayout, read_json, write_json
 
 # Task parameters on the command line (predict:k=4) and the MaskConfig field each sets.
 TASK_PARAMS = {"k": "predict_k", "stride": "interpolate_stride", "p": "random_p", "ratio": "spatial_ratio"}
 LPIPS_MIN_SIDE = 64  # frames smaller than this are upsampled (bilinear) for AlexNet, and the protocol says so
 PSNR_CAP_DB = 100.0  # a frame equal to the truth (a black fill of a black region) counts as this, not +inf
+PROTOCOL_VERSION = 2  # of the scoring rules; a finished task part of another version is evaluated again
 
 
 def parse_task(spec: str, cfg: RunConfig) -> tuple:
@@ -78,31 +79,20 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class Evaluator:
-    """One run's model, data and metric detectors; ``run_task`` scores one task."""
+    """One run's samples (``metrics.sampling.RunSampler``) and metric detectors; ``run_task`` scores one task."""
 
     def __init__(self, run_dir, cfg: RunConfig, *, progress=True, i3d_weights=None, allow_random_weights=False,
                  device=None):
-        self.run_dir, self.cfg, self.progress = Path(run_dir), cfg, progress
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        ckpt_path = self.run_dir / "checkpoints" / "last.pt"
-        if not ckpt_path.exists():
-            raise PathError(f"{ckpt_path}: no checkpoint; train first (python -m vdt.train --run-dir "
-                                    f"{self.run_dir})")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        self.step, self.ckpt_path = ckpt["step"], ckpt_path
-        self.model = VDT(cfg.model)
-        self.model.load_state_dict(ckpt["ema"])
-        self.model.eval().requires_grad_(False).to(self.device)
-        self.diffusion = GaussianDiffusion(cfg.diffusion)
-        self.data = build_dataset(dataclasses.replace(cfg.data, split="test"))
-        self.n = min(cfg.eval.num_videos, len(self.data))
-        self.vae = None
-        if cfg.data.autoencoder == "sd-vae":
-            from vdt.autoencoder import load_vae
-            self.vae = load_vae(cfg.data.vae_path)
-        self.i3d, self.i3d_missing, self.uncalibrated = None, None, False
+        self.cfg = cfg
+        self.sampler = RunSampler(run_dir, cfg, device=device, progress=progress)
+        self.device, self.n = self.sampler.device, self.sampler.n
+        self.i3d, self.i3d_sha, self.i3d_missing, self.uncalibrated = None, None, None, False
         if cfg.eval.fvd:
             self._load_i3d(i3d_weights or cfg.eval.i3d_weights, allow_random_weights)
+
+    @property
+    def step(self) -> int:
+        return self.sampler.step
 
     def _load_i3d(self, path, allow_random: bool) -> None:
         try:
@@ -117,65 +107,15 @@ class Evaluator:
             self.i3d = InceptionI3d().eval().to(self.device)
             self.i3d_sha, self.uncalibrated = "random-init (uncalibrated smoke mode)", True
 
-    # ---------------------------------------------------------------- data and samples
-    def real_batches(self):
-        """Test clips (B, T, C, H, W) in [-1, 1], in index order, with labels or None."""
-        bs = self.cfg.eval.batch_size
-        for start in range(0, self.n, bs):
-            items = [self.data[i] for i in range(start, min(start + bs, self.n))]
-            if isinstance(items[0], (tuple, list)):
-                yield torch.stack([v for v, _ in items]), torch.tensor([y for _, y in items])
-            else:
-                yield torch.stack(items), None
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.vae is None else self.vae.decode(x)
-
-    def sample_batch(self, x0, y, mask, seed: int) -> torch.Tensor:
-        e = self.cfg.eval
-        fn = Denoiser(self.model, self.cfg.model.conditioning, mask, y=y, guidance=e.guidance,
-                      null_label=self.cfg.model.num_classes)
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self.diffusion.sample(fn, x0, mask, sampler=e.sampler, steps=e.sample_steps, eta=e.eta,
-                                         generator=g, progress=False, clip_denoised=self.vae is None)
-
-    def task_samples(self, name: str, kind: str, masks_cfg) -> tuple:
-        """(real, fakes (k, N, T, C, H, W), mask (N, T, H, W)) in pixel space, [-1, 1]; cached per batch."""
-        e = self.cfg.eval
-        T, side = self.cfg.data.frames, self.cfg.data.grid[1]
-        key = hashlib.sha256(json.dumps([name, dataclasses.asdict(masks_cfg), dataclasses.asdict(e), self.step],
-                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
-        cache = self.run_dir / "eval_cache" / f"{name}-{key}"
-        cache.mkdir(parents=True, exist_ok=True)
-        reals, fakes, masks = [], [], []
-        bar = tqdm(total=self.n, desc=f"eval {name}", disable=not self.progress, dynamic_ncols=True)
-        for b, (x0, y) in enumerate(self.real_batches()):
-            path = cache / f"batch_{b:04d}.pt"
-            if path.exists():
-                done = torch.load(path, weights_only=True)
-            else:
-                g = torch.Generator().manual_seed(e.seed * 1_000_003 + b)
-                mask = task_mask(kind, (T, side, side), masks_cfg, x0.shape[0], generator=g)
-                latents = x0.to(self.device) if self.vae is None else self.vae.encode(x0.to(self.device))
-                yd = None if y is None else y.to(self.device)
-                outs = [self.sample_batch(latents, yd, mask.to(self.device), seed=(e.seed * 1_000_003 + b) * 64 + j)
-                        for j in range(e.best_of)]
-                done = {"fake": torch.stack([self.decode(o).cpu() for o in outs]), "mask": mask.cpu()}
-                torch.save(done, path.with_suffix(".tmp"))
-                os.replace(path.with_suffix(".tmp"), path)
-            reals.append(x0)
-            fakes.append(done["fake"])
-            masks.append(done["mask"])
-            bar.update(x0.shape[0])
-        bar.close()
-        return torch.cat(reals), torch.cat(fakes, dim=1), torch.cat(masks)
+    def identity(self, spec: str) -> dict:
+        """Everything that made a task's result: its samples' key, the scoring settings, the detector weights."""
+        kind, masks_cfg, _ = parse_task(spec, self.cfg)
+        scoring = {k: v for k, v in dataclasses.asdict(self.cfg.eval).items() if k != "tasks"}
+        return {"task": spec, "samples": self.sampler.sample_key(spec, masks_cfg), "eval": scoring,
+                "checkpoint": {k: self.sampler.checkpoint[k] for k in ("step", "ema_sha256")},
+                "i3d_sha256": self.i3d_sha, "protocol_version": PROTOCOL_VERSION}
 
     # ---------------------------------------------------------------- metrics
-    def pixel_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """The mask on the latent grid (VAE runs: 8x smaller) -> on the pixel grid, (N, T, H, W)."""
-        return mask if self.vae is None else mask.repeat_interleave(8, -1).repeat_interleave(8, -2)
-
     def frame_scores(self, real, fakes, mask, kind: str, lpips: bool = True) -> tuple:
         """Per-video PSNR/SSIM/LPIPS over generated frames (best of k per metric), and reasons for missing ones."""
         scores, missing = {}, {}
@@ -184,7 +124,7 @@ class Evaluator:
                 missing[m] = "unconditional generation has no ground truth for the generated frames"
             return scores, missing
         k, N, T = fakes.shape[:3]
-        gen = (self.pixel_mask(mask).flatten(2).amax(-1) > 0).float()  # (N, T): frames with anything generated
+        gen = (mask.flatten(2).amax(-1) > 0).float()  # (N, T): frames with anything generated
         ref = to_unit(rearrange(real.unsqueeze(0).expand_as(fakes), "k n t c h w -> (k n t) c h w"))
         out = to_unit(rearrange(fakes, "k n t c h w -> (k n t) c h w"))
         fns = {"psnr": lambda a, b: frame.psnr(a, b).clamp(max=PSNR_CAP_DB), "ssim": frame.ssim}
@@ -222,9 +162,7 @@ class Evaluator:
         if T < 9:
             return None, f"FVD needs at least 9 frames for I3D; clips have {T}"
         protocol = fvd.FVDProtocol(weights_sha256=self.i3d_sha, num_frames=T)
-        real_clips = {"dataset": self.cfg.data.name, "root": self.cfg.data.root, "split": "test",
-                      "stride": self.cfg.data.stride, "size": self.cfg.data.size, "seed": self.cfg.data.seed,
-                      "first_n": self.n, "selection": "test clips 0..N-1, deterministic offsets"}
+        real_clips = self.sampler.real_clips(0, self.n)
         cache_dir = Path(os.environ.get("VDT_STATS_CACHE", Path.home() / ".cache" / "vdt-bench" / "fvd-stats"))
         real_stats = fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, real_clips,
                                            lambda: [to_uint8(real)], self.i3d, self.cfg.eval.batch_size)
@@ -236,7 +174,7 @@ class Evaluator:
 
     def run_task(self, spec: str) -> dict:
         kind, masks_cfg, params = parse_task(spec, self.cfg)
-        real, fakes, mask = self.task_samples(spec, kind, masks_cfg)
+        real, fakes, mask = self.sampler.task_samples(spec, kind, masks_cfg)
         scores, missing = self.frame_scores(real, fakes, mask, kind)
         fvd_rec, why = self.fvd_score(real, fakes[0])
         if why:
@@ -245,7 +183,7 @@ class Evaluator:
         values["fvd"] = fvd_rec["fvd"] if fvd_rec else None
         self._save_samples(spec, real, fakes[0], mask)
         baselines = {name: {m: float(v.mean()) for m, v in self.frame_scores(real, fill, mask, kind, False)[0].items()}
-                     for name, fill in baseline_fills(real, self.pixel_mask(mask)).items()}
+                     for name, fill in baseline_fills(real, mask).items()}
         e = self.cfg.eval
         protocol = {
             "task": kind, "task_params": params, "sampler": e.sampler, "sample_steps": e.sample_steps, "eta": e.eta,
@@ -259,17 +197,36 @@ class Evaluator:
             "ssim": "per frame, Gaussian 11/1.5, per RGB channel, skimage crop",
             "lpips": f"alex v0.1 per frame, inputs under {LPIPS_MIN_SIDE}px upsampled bilinear to {LPIPS_MIN_SIDE}",
             "weights": "ema", "checkpoint_step": self.step, "fvd": fvd_rec, "uncalibrated": self.uncalibrated,
-            "real_clips": getattr(self.data, "protocol", lambda: {"dataset": self.cfg.data.name, "split": "test"})(),
+            "real_clips": self.sampler.real_clips(0, self.n), "space": self._space(),
         }
         per_video = {m: (scores[m].tolist() if m in scores else None) for m in ("psnr", "ssim", "lpips")}
         return {"metrics": values, "missing": missing, "per_video": per_video, "protocol": protocol,
                 "baselines": {k: v for k, v in baselines.items() if v}}
 
+    def _space(self) -> str:
+        if self.sampler.vae is None:
+            return "pixels: sampled and scored on the test clips' pixels"
+        return (f"latent: pixel test clips encoded by the VAE (sha256 {self.sampler.vae.sha256[:12]}), sampled in "
+                "latent space, decoded; scored in pixels, given pixels the real ones")
+
     def _save_samples(self, name, real, fake, mask) -> None:
-        out = self.run_dir / "samples"
-        out.mkdir(exist_ok=True)
-        np.savez_compressed(out / f"{name.replace(':', '_')}.npz", real=to_uint8(real).numpy(),
-                            fake=to_uint8(fake).numpy(), mask=mask.to(torch.uint8).numpy())
+        path = self.sampler.layout.sample_file(name)
+        path.parent.mkdir(exist_ok=True)
+        np.savez_compressed(path, real=to_uint8(real).numpy(), fake=to_uint8(fake).numpy(),
+                            mask=mask.to(torch.uint8).numpy())
+
+    # ---------------------------------------------------------------- finished tasks
+    def load_part(self, spec: str) -> dict | None:
+        """The finished result of ``spec`` in eval_parts/, if one was made by this exact evaluation."""
+        part = read_json(self.sampler.layout.eval_part(spec))
+        if part is None or part.get("identity") != json.loads(json.dumps(self.identity(spec))):
+            return None
+        return part["result"]
+
+    def save_part(self, spec: str, result: dict) -> None:
+        path = self.sampler.layout.eval_part(spec)
+        path.parent.mkdir(exist_ok=True)
+        write_json(path, {"identity": self.identity(spec), "result": result})
 
 
 def environment(device) -> dict:
@@ -286,23 +243,38 @@ def environment(device) -> dict:
 
 def evaluate_run(run_dir, cfg: RunConfig | None = None, *, tasks=None, progress: bool = True, i3d_weights=None,
                  allow_random_weights: bool = False, device=None) -> dict:
-    """Evaluate ``run_dir`` on ``tasks`` (default cfg.eval.tasks); writes and returns eval.json's content."""
-    run_dir = Path(run_dir)
-    cfg = cfg or load_config(run_dir / "config.json")
+    """Evaluate ``run_dir`` on ``tasks`` (default cfg.eval.tasks); returns eval.json's content and "complete".
+
+    eval.json is written only when every task of cfg.eval.tasks is done (``complete``).
+    Each finished task goes to eval_parts/<task>.json first, with the identity of what made it (samples, checkpoint,
+    evaluation settings, detector weights); a task whose part matches is not evaluated again, so a killed evaluation
+    resumes at its first unfinished task. eval.json holds every task of this evaluation: cfg.eval.tasks and any other
+    task (``tasks``) with a matching part.
+    """
+    layout = RunLayout(run_dir)
+    cfg = cfg or load_config(layout.config)
     ev = Evaluator(run_dir, cfg, progress=progress, i3d_weights=i3d_weights,
                    allow_random_weights=allow_random_weights, device=device)
-    path = run_dir / "eval.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
-    if result.get("step") != ev.step:  # results of an older checkpoint are dropped
-        result = {"tasks": {}}
-    result.update(step=ev.step, checkpoint=str(ev.ckpt_path), weights="ema", higher_is_better=HIGHER_IS_BETTER,
-                  env=environment(ev.device))
     for spec in tasks or cfg.eval.tasks:
-        result["tasks"][spec] = ev.run_task(spec)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
-    return result
+        if ev.load_part(spec) is None:
+            ev.save_part(spec, ev.run_task(spec))
+    parts = {spec: ev.load_part(spec) for spec in dict.fromkeys([*cfg.eval.tasks, *(tasks or ())])}
+    record = {"step": ev.step, "checkpoint": ev.sampler.checkpoint, "weights": "ema",
+              "higher_is_better": HIGHER_IS_BETTER, "env": environment(ev.device),
+              "eval": dataclasses.asdict(cfg.eval), "tasks": {k: v for k, v in parts.items() if v is not None}}
+    complete = all(v is not None for v in parts.values())
+    if complete:
+        write_json(layout.eval_json, record)
+    return {**record, "complete": complete}
+
+
+def is_complete(result: dict | None, cfg: RunConfig, step: int) -> bool:
+    """Whether eval.json's content ``result`` is a complete evaluation of ``step`` under cfg.eval's settings."""
+    if not result or result.get("step") != step:
+        return False
+    made_by = result.get("eval") or {}
+    return (made_by == json.loads(json.dumps(dataclasses.asdict(cfg.eval)))
+            and set(cfg.eval.tasks) <= set(result.get("tasks", {})))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -339,10 +311,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_cli(argv=None) -> int:
     """``python metrics/evaluate.py``: input errors propagate to ``vdt.cli.run`` (exit 2)."""
     args = get_args_parser().parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise PathError(f"--run-dir {run_dir}: no config.json there; give the directory of a trained run")
-    cfg = load_config(run_dir / "config.json")
+    layout = RunLayout(args.run_dir)
+    if not layout.config.is_file():
+        raise PathError(f"--run-dir {layout.root}: no config.json there; give the directory of a trained run")
+    cfg = load_config(layout.config)
     over = vdt_cli.overrides(args)
     for flag, key in (("num_videos", "eval.num_videos"), ("sampler", "eval.sampler"),
                       ("steps", "eval.sample_steps"), ("eta", "eval.eta"), ("best_of", "eval.best_of")):
@@ -351,14 +323,19 @@ def run_cli(argv=None) -> int:
     for spec in args.task or ():
         parse_task(spec, cfg)
     cfg = cfg.with_overrides(over)
-    result = evaluate_run(run_dir, cfg, tasks=args.task, progress=not args.no_progress,
+    result = evaluate_run(layout.root, cfg, tasks=args.task, progress=not args.no_progress,
                           i3d_weights=args.i3d_weights, allow_random_weights=args.allow_random_weights)
     for task, r in result["tasks"].items():
         vals = "  ".join(f"{m}={'null' if v is None else f'{v:.4g}'}" for m, v in r["metrics"].items())
         print(f"{task}: {vals}")
         for m, why in r["missing"].items():
             print(f"  {m} missing: {why}")
-    print(f"wrote {run_dir / 'eval.json'}")
+    if result["complete"]:
+        print(f"wrote {layout.eval_json}")
+    else:
+        todo = [t for t in cfg.eval.tasks if t not in result["tasks"]]
+        print(f"{layout.eval_json} not written: eval.tasks {todo} are not done yet (finished tasks are in "
+              f"{layout.eval_parts})")
     return 0
 
 

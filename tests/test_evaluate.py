@@ -4,7 +4,9 @@ The I3D and AlexNet networks here are randomly initialised and saved in the real
 their numbers only prove the pipeline runs, and the FVD is marked uncalibrated.
 """
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +15,11 @@ import pytest
 import torch
 import torchvision
 
-from metrics import evaluate
+from metrics import evaluate, sampling
 from vdt import train
 from vdt.config import ConfigError, RunConfig
+from vdt.data import build_video_dataset
+from vdt.layout import RunLayout
 
 TINY = ["model.preset=cpu-tiny", "data.size=16", "data.frames=10", "train.batch_size=4", "train.steps=3",
         "train.log_every=1", "eval.num_videos=3", "eval.batch_size=2", "eval.sample_steps=3", "eval.fvd=false",
@@ -85,8 +89,9 @@ def test_resumes_from_cached_samples(run_dir, monkeypatch):
     evaluate.evaluate_run(run_dir, tasks=["interpolate:stride=3"], progress=False)
     first = load(run_dir)["tasks"]["interpolate:stride=3"]
     assert first["protocol"]["given_frames_per_video"] == 4  # frames 0, 3, 6, 9
+    shutil.rmtree(RunLayout(run_dir).eval_parts)  # scored again, from the cached samples
     calls = []
-    monkeypatch.setattr(evaluate.Evaluator, "sample_batch", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(sampling.RunSampler, "sample_batch", lambda *a, **k: calls.append(1))
     evaluate.evaluate_run(run_dir, tasks=["interpolate:stride=3"], progress=False)
     assert calls == []  # every batch came from eval_cache/
     assert load(run_dir)["tasks"]["interpolate:stride=3"]["metrics"] == first["metrics"]
@@ -131,3 +136,110 @@ def test_parse_task_and_bad_input(run_dir):
     assert out.returncode == 2 and "nope" in out.stderr
     out = subprocess.run([sys.executable, "metrics/evaluate.py", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--allow-random-weights" in out.stdout
+
+
+# ---------------------------------------------------------------- latent runs
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    """A tiny random-weight diffusers AutoencoderKL (8x down, 4 latent channels), as tests/test_data_latents.py."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    model = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                          up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                          latent_channels=4, sample_size=32)
+    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
+    model.save_pretrained(path)
+    return path
+
+
+def test_latent_run_is_scored_in_pixels(vae_dir, tmp_path, monkeypatch):
+    """data.autoencoder=sd-vae: pixel test clips, encoded, sampled in latent space, decoded, scored in pixels."""
+    monkeypatch.setenv("VDT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = RunConfig().with_overrides(TINY + ["data.autoencoder=sd-vae", f"data.vae_path={vae_dir}", "data.size=32",
+                                             "data.length=8"])
+    run = tmp_path / "latent-run"
+    train.main(cfg, run, progress=False)
+    ev = evaluate.Evaluator(run, cfg, progress=False)
+    assert ev.sampler.vae.device == ev.device  # the VAE runs on the run's device
+    task = evaluate.evaluate_run(run, cfg, tasks=["predict"], progress=False)["tasks"]["predict"]
+    samples = np.load(RunLayout(run).sample_file("predict"))
+    real, fake, mask = samples["real"], samples["fake"], samples["mask"]
+    assert real.shape == fake.shape == (3, 10, 3, 32, 32) and mask.shape == (3, 10, 32, 32)  # pixels, not latents
+    pixels = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none"), "test")
+    assert (real == evaluate.to_uint8(torch.stack([pixels[i] for i in range(3)])).numpy()).all()
+    assert (fake[:, :5] == real[:, :5]).all() and (mask[:, :5] == 0).all() and (mask[:, 5:] == 1).all()
+    x, y = fake[:, 5:].astype(np.float64) / 255, real[:, 5:].astype(np.float64) / 255
+    expected = (10 * np.log10(1 / ((x - y) ** 2).mean(axis=(2, 3, 4)))).mean(1)
+    np.testing.assert_allclose(task["per_video"]["psnr"], expected, rtol=2e-3)  # PSNR against the pixels
+    assert task["protocol"]["space"].startswith("latent") and task["protocol"]["real_clips"]["resolution"] == 32
+    assert not list((tmp_path / "cache" / "latents").glob("*-test-*"))  # the latent cache is for training only
+
+
+# ---------------------------------------------------------------- bookkeeping
+def fresh_run(run_dir, tmp_path):
+    """A copy of the trained run with no evaluation results."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval*", "samples"))
+    return copy
+
+
+def test_half_done_evaluation_leaves_no_eval_json_and_resumes(run_dir, tmp_path, monkeypatch):
+    run = fresh_run(run_dir, tmp_path)
+    cfg = RunConfig().with_overrides(TINY + ["eval.tasks=predict,backward"])
+    real_run_task, calls = evaluate.Evaluator.run_task, []
+
+    def killed_at_backward(self, spec):
+        calls.append(spec)
+        if spec == "backward":
+            raise KeyboardInterrupt("killed")
+        return real_run_task(self, spec)
+
+    monkeypatch.setattr(evaluate.Evaluator, "run_task", killed_at_backward)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_run(run, cfg, progress=False)
+    layout = RunLayout(run)
+    assert not layout.eval_json.exists() and layout.eval_part("predict").exists()
+    calls.clear()
+    monkeypatch.setattr(evaluate.Evaluator, "run_task", lambda ev, spec: calls.append(spec) or real_run_task(ev, spec))
+    res = evaluate.evaluate_run(run, cfg, progress=False)
+    assert calls == ["backward"]  # resumed at the first unfinished task
+    assert res["complete"] and set(load(run)["tasks"]) == {"predict", "backward"}
+    # An evaluation of a task outside eval.tasks alone doesn't make eval.json either.
+    other = fresh_run(run_dir, tmp_path / "other")
+    out = evaluate.evaluate_run(other, cfg, tasks=["predict"], progress=False)
+    assert not out["complete"] and not RunLayout(other).eval_json.exists()
+
+
+def test_eval_json_records_its_settings_and_re_evaluates_when_they_change(run_dir, tmp_path):
+    run = fresh_run(run_dir, tmp_path)
+    cfg = RunConfig().with_overrides(TINY)
+    evaluate.evaluate_run(run, cfg, progress=False)
+    first = load(run)
+    assert first["eval"] == json.loads(json.dumps(dataclasses.asdict(cfg.eval))) and first["eval"]["num_videos"] == 3
+    assert evaluate.is_complete(first, cfg, first["step"])
+    fewer = RunConfig().with_overrides(TINY + ["eval.num_videos=2"])
+    assert not evaluate.is_complete(first, fewer, first["step"]) and not evaluate.is_complete(first, cfg, 99)
+    ckpt = RunLayout(run).last_ckpt.read_bytes()
+    evaluate.evaluate_run(run, fewer, progress=False)
+    again = load(run)
+    assert again["eval"]["num_videos"] == 2 and len(again["tasks"]["predict"]["per_video"]["psnr"]) == 2
+    assert RunLayout(run).last_ckpt.read_bytes() == ckpt and evaluate.is_complete(again, fewer, again["step"])
+
+
+@pytest.mark.parametrize("change", ["same", "data", "checkpoint", "eta", "guidance", "diffusion", "seed"])
+def test_sample_cache_key_covers_what_made_the_samples(run_dir, tmp_path, monkeypatch, change):
+    run = fresh_run(run_dir, tmp_path)
+    evaluate.evaluate_run(run, RunConfig().with_overrides(TINY), progress=False)
+    shutil.rmtree(RunLayout(run).eval_parts)  # only the sample cache is left to reuse
+    over = {"same": [], "data": ["data.seed=1"], "checkpoint": [], "eta": ["eval.eta=0.5"],
+            "guidance": ["eval.guidance=2"], "diffusion": ["diffusion.schedule=cosine"], "seed": ["eval.seed=1"]}
+    if change == "checkpoint":  # the same step, other weights
+        ckpt = torch.load(RunLayout(run).last_ckpt, weights_only=False)
+        ckpt["ema"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+        torch.save(ckpt, RunLayout(run).last_ckpt)
+    calls = []
+    real = sampling.RunSampler.sample_batch
+    monkeypatch.setattr(sampling.RunSampler, "sample_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    evaluate.evaluate_run(run, RunConfig().with_overrides(TINY + over[change]), progress=False)
+    assert (len(calls) == 0) == (change == "same")

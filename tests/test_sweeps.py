@@ -12,7 +12,7 @@ def test_conditioning_expands_to_three_modes_on_the_same_task():
     specs = sweeps.expand("conditioning")
     assert [(s.variant, s.seed) for s in specs] == [
         (m, seed) for m in ("token_concat", "cross_attn", "adaln") for seed in sweeps.PROFILES["tiny"].seeds]
-    assert len(sweeps.PROFILES["tiny"].seeds) >= 2
+    assert len(sweeps.PROFILES["tiny"].seeds) >= 3
     for s in specs:
         assert s.cfg.model.conditioning == s.variant
         assert s.cfg.masks.probabilities() == {"predict": 1.0}
@@ -32,6 +32,42 @@ def test_mask_ratio_and_depth_vary_their_knob():
     paper = sweeps.expand("depth", "paper", {"data.root": "/data/ucf"})
     assert {s.cfg.model.depth for s in paper} == {12, 28}
     assert {s.cfg.model.hidden for s in paper} == {1152}
+
+
+def test_prediction_sweep_varies_only_the_target_on_predict():
+    specs = sweeps.expand("prediction")
+    assert [(s.variant, s.seed) for s in specs] == [
+        (p, seed) for p in ("eps", "v", "x0") for seed in sweeps.PROFILES["tiny"].seeds]
+    for s in specs:
+        assert s.cfg.diffusion.prediction == s.variant
+        assert s.cfg.model.conditioning == "token_concat"
+        assert s.cfg.masks.probabilities() == {"predict": 1.0} and s.cfg.eval.tasks == ("predict",)
+    flat = [{f"{k}.{f}": v for k, sec in s.cfg.to_dict().items() for f, v in sec.items()} for s in specs]
+    varying = {k for k in flat[0] if len({json.dumps(f[k]) for f in flat}) > 1}
+    assert varying == {"diffusion.prediction", "train.seed"}
+    cond = sweeps.expand("conditioning", variants=["token_concat"])  # the same runs as the conditioning baseline
+    assert [s.run_id for s in cond] == [s.run_id for s in specs if s.variant == "v"]
+    with pytest.raises(ConfigError, match="same config"):
+        sweeps.expand("prediction", sets={"diffusion.prediction": "v"})
+
+
+def test_profiles_choose_the_prediction():
+    """tiny learns on the CPU with v; paper keeps the paper's eps."""
+    assert sweeps.expand("conditioning")[0].cfg.diffusion.prediction == "v"
+    assert sweeps.expand("conditioning", "paper", {"data.root": "/d"})[0].cfg.diffusion.prediction == "eps"
+    assert sweeps.expand("conditioning", sets={"diffusion.prediction": "eps"})[0].cfg.diffusion.prediction == "eps"
+    with pytest.raises(ConfigError, match=r"diffusion\.prediction: unknown prediction 'noise'"):
+        sweeps.expand("conditioning", sets={"diffusion.prediction": "noise"})
+
+
+def test_bad_prediction_on_the_command_line_names_the_field(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "ablations/run.py", "--sweep", "conditioning", "--dry-run", "--results",
+                          str(tmp_path), "--set", "diffusion.prediction=score"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "diffusion.prediction: unknown prediction 'score'" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
 
 
 def test_run_ids_are_stable_distinct_and_the_config_hash():
@@ -136,3 +172,31 @@ def test_data_shortcut_reaches_every_run():
                           "ucf101:/data/UCF", "--dry-run", "--executor", "slurm"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "data.name=ucf101" in out.stdout and "data.root=/data/UCF" in out.stdout
+
+
+def test_run_id_hashes_the_training_sections_only():
+    base = sweeps.expand("conditioning", variants=["token_concat"], seeds=[0])[0]
+    other_eval = sweeps.expand("conditioning", sets={"eval.num_videos": "7", "eval.sampler": "ddpm",
+                                                    "eval.guidance": "2.0"}, variants=["token_concat"], seeds=[0])[0]
+    assert other_eval.cfg.eval != base.cfg.eval and other_eval.run_id == base.run_id
+    for key, value in (("train.steps", "7"), ("data.frames", "4"), ("model.depth", "3"), ("masks.predict_k", "2"),
+                       ("diffusion.schedule", "cosine"), ("data.seed", "5")):
+        changed = sweeps.expand("conditioning", sets={key: value}, variants=["token_concat"], seeds=[0])[0]
+        assert changed.run_id != base.run_id, key
+    assert "eval" not in base.cfg.training_dict() and set(base.cfg.training_dict()) == {
+        "model", "diffusion", "masks", "data", "train"}
+
+
+def test_smoke_profile_takes_the_paper_branches_with_labels_and_guidance():
+    with pytest.raises(ConfigError, match="data.root"):
+        sweeps.expand("conditioning", "smoke")
+    paths = {"data.root": "/data/ucf", "data.vae_path": "/vae"}
+    smoke = sweeps.expand("conditioning", "smoke", paths)[0].cfg
+    paper = sweeps.expand("conditioning", "paper", paths)[0].cfg
+    for key in ("name", "autoencoder", "frames", "split"):
+        assert getattr(smoke.data, key) == getattr(paper.data, key), key
+    assert smoke.data.num_workers > 0 and smoke.eval.fvd and smoke.eval.lpips  # as paper: workers, FVD, LPIPS
+    assert smoke.data.class_labels and smoke.model.num_classes > 0 and smoke.eval.guidance > 1.0
+    assert smoke.eval.batch_size < smoke.eval.num_videos  # several evaluation batches, as paper
+    assert smoke.train.steps > smoke.train.ckpt_every  # a periodic checkpoint before the last
+    assert smoke.model.preset == "cpu-tiny"

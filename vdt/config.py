@@ -31,6 +31,8 @@ TEMPORAL_KINDS = MASK_KINDS[:6]
 OFFICIAL_MIXTURE = ",".join([f"{k}:{0.8 / 6:.10g}" for k in TEMPORAL_KINDS] + ["spatial_temporal:0.2"])
 DATASETS = ("bouncing", "ucf101", "taichi", "sky")
 AUTOENCODERS = ("none", "sd-vae")
+EVAL_SECTIONS = ("eval",)  # RunConfig sections that don't change the trained weights (left out of the run id)
+PREDICTIONS = ("eps", "v", "x0")  # what the denoiser's output estimates; see vdt/diffusion.py
 
 
 # Model fields that RunConfig derives from the other sections, with what to set instead.
@@ -77,7 +79,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     conditioning: str = "token_concat"
     cond_frames: int | None = None  # clean condition frames for cross_attn/adaln; None: set by RunConfig
-    learn_sigma: bool = True  # 2C outputs: eps and the variance interpolation
+    learn_sigma: bool = True  # 2C outputs: the prediction (eps, v or x0) and the variance interpolation
     num_classes: int = 0  # >0: class-conditional, label embedding with classifier-free dropout
     class_dropout: float = 0.1
     frames: int = 16  # frames the model sees (token_concat: all; others: the generated ones)
@@ -109,6 +111,7 @@ class DiffusionConfig:
     schedule: str = "linear"  # linear (the paper's, beta 1e-4 -> 0.02) | cosine
     variance: str = "learned_range"  # learned_range (hybrid loss MSE + VLB) | fixed_small | fixed_large
     loss_norm: str = "masked"  # masked: mean over mask=1 elements | all: the official mean over every element
+    prediction: str = "eps"  # eps (the paper's and the official code's) | v (Salimans & Ho 2022) | x0
 
     def __post_init__(self):
         _check(self.steps >= 2, "diffusion.steps", "must be >= 2")
@@ -116,6 +119,8 @@ class DiffusionConfig:
         _check(self.variance in ("learned_range", "fixed_small", "fixed_large"), "diffusion.variance",
                f"unknown variance {self.variance!r}")
         _check(self.loss_norm in ("masked", "all"), "diffusion.loss_norm", f"unknown loss_norm {self.loss_norm!r}")
+        _check(self.prediction in PREDICTIONS, "diffusion.prediction",
+               f"unknown prediction {self.prediction!r}; choose from {PREDICTIONS}")
 
     @property
     def learn_sigma(self) -> bool:
@@ -252,7 +257,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one training run needs. Its hash is the run's id."""
+    """Everything one run needs. The hash of its training sections is the run's id."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -318,9 +323,17 @@ class RunConfig:
             d["model"].pop(k, None)
         return RunConfig.from_dict(d)
 
+    def training_dict(self) -> dict:
+        """The sections that determine the trained weights: every one but ``eval``."""
+        return {k: v for k, v in self.to_dict().items() if k not in EVAL_SECTIONS}
+
     def run_id(self) -> str:
-        """A short hash of the full config: the run's directory name."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A short hash of the training sections: the run's directory name.
+
+        Evaluation settings are left out, so a finished run asked for other ones (more test
+        videos, another sampler) keeps its directory and weights and is only re-evaluated.
+        """
+        blob = json.dumps(self.training_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -44,10 +44,11 @@ class Denoiser:
     def __call__(self, x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.y is None or self.guidance == 1.0:
             return self._net(x_in, t, self.y)
-        # Classifier-free guidance on eps; the variance channels come from the conditional pass.
+        # Classifier-free guidance on the prediction (eps, v or x0: at fixed x_t and t each is affine in eps, so
+        # guiding it is guiding eps); the variance channels come from the conditional pass.
         both = self._net(torch.cat([x_in, x_in]), torch.cat([t, t]),
                          torch.cat([self.y, torch.full_like(self.y, self.null_label)]))
         cond, uncond = both.chunk(2)
         c = x_in.shape[2]
-        eps = uncond[:, :, :c] + self.guidance * (cond[:, :, :c] - uncond[:, :, :c])
-        return torch.cat([eps, cond[:, :, c:]], dim=2)
+        pred = uncond[:, :, :c] + self.guidance * (cond[:, :, :c] - uncond[:, :, :c])
+        return torch.cat([pred, cond[:, :, c:]], dim=2)

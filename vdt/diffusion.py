@@ -7,10 +7,19 @@ Symbols (Ho et al. 2020, "DDPM"; Nichol & Dhariwal 2021, "IDDPM"; Song et al. 20
     x_t               sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps        (q_sample)
     beta~_t           posterior variance         beta_t (1 - abar_{t-1}) / (1 - abar_t)
     mu~_t(x_0, x_t)   posterior mean             coef_x0 x_0 + coef_xt x_t
+    v_t               the v target               sqrt(abar_t) eps - sqrt(1 - abar_t) x_0   (Salimans & Ho 2022, sec. 4)
 
 The denoiser is a plain callable ``model_fn(x_in, t) -> out``: x_in (B, T, C, H, W), t (B,) long, out (B, T, C, H, W)
-with ``variance`` fixed, or (B, T, 2C, H, W) with ``learned_range``: eps, then v in [-1, 1], the model log-variance
-being (v + 1)/2 log beta_t + (1 - v)/2 log beta~_t (IDDPM eq. 15). This module knows nothing about the network.
+with ``variance`` fixed, or (B, T, 2C, H, W) with ``learned_range``: the prediction, then nu in [-1, 1], the model
+log-variance being (nu + 1)/2 log beta_t + (1 - nu)/2 log beta~_t (IDDPM eq. 15, where nu is called v; renamed here
+so it is not taken for the v target). This module knows nothing about the network.
+
+The prediction (``cfg.prediction``) is what the first C channels estimate: "eps" (the noise; DDPM, IDDPM, DiT and
+VDT), "v" (v_t above; Salimans & Ho 2022, "Progressive Distillation", arXiv 2202.00512) or "x0" (the clean data).
+At fixed x_t and t each is an affine function of the others (``convert``); every sampler step and the VB term go
+through the x_0 estimate (``pred_x0``). Why the choice matters: on the linear schedule abar_999 = 4e-5, so an eps
+prediction's error reaches the x_0 estimate multiplied by sqrt(1/abar - 1) = 157 at t = 999; a v prediction's by
+sqrt(1 - abar) <= 1.
 
 Mask convention (vdt/masks.py): 1 = generate, 0 = given. Masks are (B, T, H, W) or (T, H, W), broadcast over C. The
 model sees the clean data where mask = 0 and the noised data where mask = 1, in training and at every sampling step.
@@ -19,12 +28,13 @@ Choices, stated once:
 - Timesteps. ``model_fn`` always receives indices of the training process (0 .. cfg.steps - 1; with the default 1000
   steps, the paper's indexing), also when sampling over fewer, respaced steps. No rescaling to a 1000 range (DiT's
   rescale_timesteps=False).
-- Loss normalisation (``cfg.loss_norm``). "masked" (default): per sample, the squared eps error summed over mask = 1
+- Loss. The MSE is on the prediction's own target (eps, v_t or x_0), unweighted over t (L_simple for eps).
+- Loss normalisation (``cfg.loss_norm``). "masked" (default): per sample, the squared error summed over mask = 1
   elements divided by their number (mask cells x C), so the loss scale does not depend on the mask ratio; a sample
   with an all-zero mask contributes exactly 0. The VB term is reduced the same way over the same elements. "all": the
   official code, ``mean_flat(((eps - eps_hat) * mask) ** 2)``, a mean over every element (scales with the generated
   share), and its VB term is a mean over every element, unmasked (given positions included), as in the official code.
-- Hybrid loss (learned_range): loss = mse + vb, vb with the eps prediction detached (IDDPM's hybrid L_simple +
+- Hybrid loss (learned_range): loss = mse + vb, vb with the prediction detached (IDDPM's hybrid L_simple +
   L_vlb, whose lambda = 0.001 is IDDPM's num_timesteps/1000 rescale that DiT and VDT do not apply: LossType.MSE).
   vb is in bits per element; at t = 0 it is the discretised Gaussian decoder NLL (bins of 2/255 on [-1, 1]).
   Fixed variance (fixed_small: beta~_t, fixed_large: beta_t): loss = mse, vb = 0.
@@ -36,9 +46,10 @@ Choices, stated once:
   DDIM update); turn it off for unbounded latents. The training VB never clips.
 - Noise order. Both samplers draw x_T first (unless ``noise`` is given), then one standard normal per step, including
   the last one (where it is multiplied by 0), all from ``generator``. Hence DDIM with eta = 1 over every step equals
-  DDPM with beta~ (fixed_small, or learned_range with v = -1) on the same generator.
+  DDPM with beta~ (fixed_small, or learned_range with nu = -1) on the same generator.
 - Classifier-free guidance belongs to the caller: wrap model_fn. With learned_range the wrapper returns the full 2C
-  output, guiding the eps half and choosing the variance half itself (usually the conditional one, as DiT does).
+  output, guiding the prediction half and choosing the variance half itself (usually the conditional one, as DiT
+  does). Guiding v or x_0 is guiding eps: at fixed x_t and t the conversion is affine, the same for both passes.
 """
 
 import math
@@ -47,7 +58,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vdt.config import DiffusionConfig
+from vdt.config import PREDICTIONS, DiffusionConfig
 
 SAMPLERS = ("ddim", "ddpm")
 
@@ -152,11 +163,33 @@ def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Predictions: eps, v or x_0, each a function of the others at fixed (x_t, t)
+# --------------------------------------------------------------------------------------------------------------------
+
+def _to_x0(kind: str, pred, x_t, c):
+    """The x_0 that prediction ``pred`` of ``kind`` implies at x_t; c(name) is that schedule table at the step(s)."""
+    if kind == "eps":  # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, solved for x_0 (DDPM eq. 15)
+        return c("sqrt_recip_ac") * x_t - c("sqrt_recipm1_ac") * pred
+    if kind == "v":  # sqrt(abar) x_t - sqrt(1 - abar) v_t = x_0 (Salimans & Ho 2022, sec. 4)
+        return c("sqrt_ac") * x_t - c("sqrt_1m_ac") * pred
+    return pred
+
+
+def _from_x0(kind: str, x0, x_t, c):
+    """The prediction of ``kind`` that x_0 implies at x_t (the inverse of ``_to_x0``)."""
+    if kind == "eps":
+        return (c("sqrt_recip_ac") * x_t - x0) / c("sqrt_recipm1_ac")
+    if kind == "v":
+        return (c("sqrt_ac") * x_t - x0) / c("sqrt_1m_ac")
+    return x0
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # The diffusion
 # --------------------------------------------------------------------------------------------------------------------
 
 class GaussianDiffusion:
-    """VDT's noise process: q_sample, the masked eps / hybrid objective, and DDPM and DDIM samplers."""
+    """VDT's noise process: q_sample, the masked objective (eps, v or x_0 target; hybrid VB), DDPM and DDIM."""
 
     def __init__(self, cfg: DiffusionConfig):
         self.cfg = cfg
@@ -189,6 +222,37 @@ class GaussianDiffusion:
         noise = torch.randn_like(x0) if noise is None else noise
         return self.base.at("sqrt_ac", t) * x0 + self.base.at("sqrt_1m_ac", t) * noise
 
+    # ---- the prediction ------------------------------------------------------------------------------------------
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the prediction regresses to at x_t = q_sample(x0, t, noise): eps, v_t or x_0. All (B, T, C, H, W)."""
+        if self.cfg.prediction == "eps":
+            return noise
+        if self.cfg.prediction == "x0":
+            return x0
+        return self.base.at("sqrt_ac", t) * noise - self.base.at("sqrt_1m_ac", t) * x0
+
+    def pred_x0(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip: bool = False):
+        """The one-step clean-data estimate of a model call, float32 (B, T, C, H, W).
+
+        model_out: what ``model_fn(x_t, t)`` returned, (B, T, C, H, W), or (B, T, 2C, H, W) with learned_range (the
+        variance half is dropped); x_t (B, T, C, H, W); t (B,) training-process steps. clip clamps to [-1, 1]."""
+        pred, _ = self._split(model_out, x_t)
+        x0 = _to_x0(self.cfg.prediction, pred, x_t.float(), lambda k: self.base.at(k, t))
+        return x0.clamp(-1, 1) if clip else x0
+
+    def convert(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        """A prediction of kind ``src`` at (x_t, t) rewritten as kind ``dst`` (kinds: PREDICTIONS); (B, T, C, H, W)."""
+        for name, kind in (("src", src), ("dst", dst)):
+            if kind not in PREDICTIONS:
+                raise ValueError(f"convert: {name}={kind!r} is not a prediction; choose from {PREDICTIONS}")
+        if src == dst:
+            return pred
+
+        def c(k):
+            return self.base.at(k, t)
+        return _from_x0(dst, _to_x0(src, pred, x_t, c), x_t, c)
+
     # ---- training ------------------------------------------------------------------------------------------------
 
     def training_losses(self, model_fn, x0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
@@ -201,12 +265,12 @@ class GaussianDiffusion:
         noise = torch.randn_like(x0) if noise is None else noise
         x_t = self.q_sample(x0, t, noise)                            # (B, T, C, H, W)
         x_in = x0 * (1 - m) + x_t * m                                # clean where given, noised where generated
-        eps, v = self._split(model_fn(x_in, t), x0)
-        mse = self._reduce((noise.float() - eps) ** 2, m, masked=True)
-        if v is None:
+        pred, nu = self._split(model_fn(x_in, t), x0)
+        mse = self._reduce((self.target(x0, noise, t).float() - pred) ** 2, m, masked=True)
+        if nu is None:
             vb = torch.zeros_like(mse)
-        else:  # the VB term trains only the variance: the mean comes from a detached eps (IDDPM's hybrid loss)
-            vb_el = self._vb_bits(eps.detach(), v, x0.float(), x_t.float(), t)
+        else:  # the VB term trains only the variance: the mean comes from a detached prediction (IDDPM's hybrid loss)
+            vb_el = self._vb_bits(pred.detach(), nu, x0.float(), x_t.float(), t)
             vb = self._reduce(vb_el, m, masked=self.cfg.loss_norm == "masked")
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
@@ -219,26 +283,26 @@ class GaussianDiffusion:
         count = m.expand_as(err).sum(dims)                           # masked elements, channels counted
         return (err * m).sum(dims) / count.clamp_min(1.0)            # all-zero mask: 0 / 1 = 0
 
-    def _vb_bits(self, eps, v, x0, x_t, t) -> torch.Tensor:
+    def _vb_bits(self, pred, nu, x0, x_t, t) -> torch.Tensor:
         """Elementwise L_{t-1} in bits: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)); at t = 0 the decoder NLL."""
         s = self.base
         true_mean = s.at("coef_x0", t) * x0 + s.at("coef_xt", t) * x_t
-        pred_x0 = s.at("sqrt_recip_ac", t) * x_t - s.at("sqrt_recipm1_ac", t) * eps   # unclipped, as IDDPM
+        pred_x0 = _to_x0(self.cfg.prediction, pred, x_t, lambda k: s.at(k, t))   # unclipped, as IDDPM
         mean = s.at("coef_x0", t) * pred_x0 + s.at("coef_xt", t) * x_t
-        log_var = self._log_variance(v, s.at("log_beta", t), s.at("post_log_var", t), s.at("large_log_var", t))
+        log_var = self._log_variance(nu, s.at("log_beta", t), s.at("post_log_var", t), s.at("large_log_var", t))
         kl = normal_kl(true_mean, s.at("post_log_var", t), mean, log_var)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
         return torch.where((t == 0).view(-1, 1, 1, 1, 1), nll, kl) / math.log(2.0)
 
-    def _log_variance(self, v, log_beta, post_log_var, large_log_var):
-        """The model's log-variance at a step: interpolated by v (learned_range), else a fixed table."""
+    def _log_variance(self, nu, log_beta, post_log_var, large_log_var):
+        """The model's log-variance at a step: interpolated by nu (learned_range), else a fixed table."""
         if self.cfg.variance == "learned_range":
-            frac = (v + 1) / 2
+            frac = (nu + 1) / 2
             return frac * log_beta + (1 - frac) * post_log_var
         return post_log_var if self.cfg.variance == "fixed_small" else large_log_var
 
     def _split(self, out: torch.Tensor, x: torch.Tensor):
-        """model output -> (eps, v or None), float32; checks the shape against x (B, T, C, H, W)."""
+        """model output -> (prediction, nu or None), float32; checks the shape against x (B, T, C, H, W)."""
         B, T, C, H, W = x.shape
         want = 2 * C if self.cfg.learn_sigma else C
         if tuple(out.shape) != (B, T, want, H, W):
@@ -267,33 +331,32 @@ class GaussianDiffusion:
         for i in tqdm(range(len(s) - 1, -1, -1), desc=f"{sampler} {len(s)} steps", disable=not progress):
             x = x0 * (1 - m) + x * m                                 # re-impose the given region
             t = torch.full((x0.shape[0],), s.timesteps[i], device=x0.device, dtype=torch.long)
-            eps, v = self._split(model_fn(x, t), x0)
+            pred, nu = self._split(model_fn(x, t), x0)
             z = _randn(x0.shape, generator, x0)
             if sampler == "ddpm":
-                x = self._ddpm_step(s, i, x.float(), eps, v, z, clip_denoised).to(x0.dtype)
+                x = self._ddpm_step(s, i, x.float(), pred, nu, z, clip_denoised).to(x0.dtype)
             else:
-                x = self._ddim_step(s, i, x.float(), eps, z, eta, clip_denoised).to(x0.dtype)
+                x = self._ddim_step(s, i, x.float(), pred, z, eta, clip_denoised).to(x0.dtype)
         return x0 * (1 - m) + x * m
 
-    @staticmethod
-    def _pred_x0(s: _Schedule, i: int, x, eps, clip: bool):
-        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), optionally clamped to [-1, 1]."""
-        x0 = s.scalar("sqrt_recip_ac", i) * x - s.scalar("sqrt_recipm1_ac", i) * eps
+    def _step_x0(self, s: _Schedule, i: int, x, pred, clip: bool):
+        """The x_0 estimate at step i of schedule s (``_to_x0``), optionally clamped to [-1, 1]."""
+        x0 = _to_x0(self.cfg.prediction, pred, x, lambda k: s.scalar(k, i))
         return x0.clamp(-1, 1) if clip else x0
 
-    def _ddpm_step(self, s: _Schedule, i: int, x, eps, v, z, clip: bool):
+    def _ddpm_step(self, s: _Schedule, i: int, x, pred, nu, z, clip: bool):
         """x_{t-1} = mu~_t(x_0_hat, x_t) + sigma_t z (no noise at the last step); DDPM eq. 11 via the posterior."""
-        x0 = self._pred_x0(s, i, x, eps, clip)
+        x0 = self._step_x0(s, i, x, pred, clip)
         mean = s.scalar("coef_x0", i) * x0 + s.scalar("coef_xt", i) * x
-        log_var = self._log_variance(v, *(s.scalar(k, i) for k in ("log_beta", "post_log_var", "large_log_var")))
+        log_var = self._log_variance(nu, *(s.scalar(k, i) for k in ("log_beta", "post_log_var", "large_log_var")))
         sigma = torch.exp(0.5 * torch.as_tensor(log_var, dtype=x.dtype, device=x.device))
         return mean + (i > 0) * sigma * z
 
-    def _ddim_step(self, s: _Schedule, i: int, x, eps, z, eta: float, clip: bool):
+    def _ddim_step(self, s: _Schedule, i: int, x, pred, z, eta: float, clip: bool):
         """DDIM eq. 12: x_{t-1} = sqrt(abar_{t-1}) x_0 + sqrt(1 - abar_{t-1} - sigma^2) eps + sigma z."""
-        x0 = self._pred_x0(s, i, x, eps, clip)
-        # eps consistent with the (clipped) x0 prediction, as IDDPM's ddim_sample
-        eps = (s.scalar("sqrt_recip_ac", i) * x - x0) / s.scalar("sqrt_recipm1_ac", i)
+        x0 = self._step_x0(s, i, x, pred, clip)
+        # eps consistent with the (clipped) x0 prediction, as IDDPM's ddim_sample (for every prediction kind)
+        eps = _from_x0("eps", x0, x, lambda k: s.scalar(k, i))
         ac, ac_prev = s.scalar("ac", i), s.scalar("ac_prev", i)
         sigma = eta * math.sqrt((1 - ac_prev) / (1 - ac) * (1 - ac / ac_prev))   # DDIM eq. 16
         dir_coef = math.sqrt(max(1 - ac_prev - sigma**2, 0.0))

@@ -32,7 +32,8 @@ FILES = {
     "eval_json": ("eval.json", "metrics.evaluate, once every task of cfg.eval.tasks is done",
                   "complete by construction: it exists only when every task is scored"),
     "eval_parts": ("eval_parts", "metrics.evaluate, one <task>.json per finished task", "per file, atomic"),
-    "eval_cache": ("eval_cache", "metrics.evaluate: samples and features per batch, for resuming", "per file"),
+    "eval_cache": ("eval_cache", "metrics.sampling: samples per batch under <task>-<key>, the key hashing all that "
+                   "made them (data, checkpoint content, sampling settings)", "per file, atomic"),
     "samples": ("samples", "metrics.evaluate: <task>.npz sample grids for the report", "per file"),
     "logs": ("logs", "launcher (link to the scheduler's log folder) and job (error.txt)", "a folder"),
     "error": ("logs/error.txt", "the job, when a run fails", "whole"),
@@ -119,6 +120,17 @@ class RunLayout:
 
     def sample_file(self, task: str) -> Path:
         return self.samples / f"{task.replace('/', '_')}.npz"
+
+
+def eval_settings_match(record: dict | None, config: dict) -> bool:
+    """True when the eval.json content ``record`` was made with the evaluation settings of ``config``.
+
+    config: config.json's content (or ``RunConfig.to_dict()``); ``record["eval"]`` is the eval config that
+    evaluation wrote. A record without one (written before evaluation recorded it) never matches.
+    """
+    if not record or "eval" not in record:
+        return False
+    return json.loads(json.dumps(record["eval"])) == json.loads(json.dumps(config["eval"]))
 
 
 def write_json(path, obj) -> None:

@@ -25,9 +25,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from vdt import cli as vdt_cli
+from vdt import layout
 from vdt.checkpoint import CheckpointStore, rng_state
 from vdt.config import ConfigError, RunConfig, load_config
-from vdt.data import build_dataset
+from vdt.data import announce_skipped, build_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
 from vdt.masks import MaskGenerator
@@ -104,6 +105,10 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         self.data = build_dataset(cfg.data)
+        skipped = announce_skipped(self.data, "training") if self.rank == 0 else None
+        if skipped is not None:  # run.json records the videos training left out
+            info = layout.RunLayout(self.run_dir).run_info
+            layout.write_json(info, {**layout.read_json(info, {}), "skipped_videos": skipped})
         T, S = cfg.data.frames, cfg.data.grid[1]
         self.masks = MaskGenerator(cfg.masks, (T, S, S))
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep=cfg.train.keep_ckpts)

@@ -8,9 +8,11 @@
   cache has none: its clips are fixed); the test split ignores the epoch.
   With DataLoader workers, call ``set_epoch`` before creating the iterator (workers copy the
   dataset when they start; persistent workers keep the epoch they started with);
-- describes itself with ``protocol()``, a dict for the metric record.
+- describes itself with ``protocol()``, a dict for the metric record;
+- says in ``skipped`` which bad videos it left out (``vdt.data.scan.Skipped``; None for procedural data).
 """
 
+import sys
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from vdt.config import DataConfig
 from vdt.data.bouncing import BouncingShapes
 from vdt.data.layouts import DatasetLayoutError
 
-__all__ = ["BouncingShapes", "DatasetLayoutError", "build_dataset", "build_video_dataset"]
+__all__ = ["BouncingShapes", "DatasetLayoutError", "announce_skipped", "build_dataset", "build_video_dataset"]
 
 
 def build_video_dataset(cfg: DataConfig, split: str | None = None, log_dir=None) -> torch.utils.data.Dataset:
@@ -43,3 +45,16 @@ def build_dataset(cfg: DataConfig, split: str | None = None, log_dir=None) -> to
     from vdt.data.latents import LatentDataset
 
     return LatentDataset.build(cfg, split if split is not None else cfg.split, log_dir=log_dir)
+
+
+def announce_skipped(dataset, who: str) -> dict | None:
+    """Print one line to stderr when ``dataset`` left out bad videos; their count for run.json (None: procedural).
+
+    who: what is reading the data ("training", "evaluation"), the line's first word.
+    """
+    skipped = getattr(dataset, "skipped", None)
+    if skipped is None:
+        return None
+    if skipped.count:
+        print(skipped.line(who), file=sys.stderr, flush=True)
+    return skipped.record()

@@ -102,6 +102,8 @@ def render(scene: Scene, times: np.ndarray, size: int) -> np.ndarray:
 class BouncingShapes(torch.utils.data.Dataset):
     """Procedural bouncing shapes; items are (T, C, H, W) float32 in [-1, 1]."""
 
+    skipped = None  # procedural: nothing to skip
+
     def __init__(self, cfg: DataConfig, split: str):
         if split not in SPLIT_IDS:
             raise ValueError(f"split: unknown split {split!r}; choose from {tuple(SPLIT_IDS)}")

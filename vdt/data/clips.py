@@ -23,7 +23,7 @@ import torch
 from vdt.config import DataConfig
 from vdt.data.decode import BAD_DATA_ERRORS, read_frames, resize_crop
 from vdt.data.layouts import find_sources
-from vdt.data.scan import append_bad_log, cache_root, check_bad_fraction, dataset_key, scan, write_bad_log
+from vdt.data.scan import Skipped, append_bad_log, cache_root, check_bad_fraction, dataset_key, scan, write_bad_log
 
 MAX_SUBSTITUTES = 16
 SUBSTITUTE_STEP = 7919  # a prime: successive substitutes spread over the dataset
@@ -62,6 +62,7 @@ class VideoClips(torch.utils.data.Dataset):
         write_bad_log(self.bad_log, f"{cfg.name} {cfg.root} split={split}{fold}: {len(bad)} of "
                       f"{self.num_sources} bad (clips of {cfg.frames} frames at stride {cfg.stride})", bad)
         check_bad_fraction(bad, self.num_sources, cfg.max_bad_fraction, self.bad_log)
+        self.skipped = Skipped(len(bad), self.num_sources, str(self.bad_log))
 
     def __len__(self) -> int:
         return len(self.paths)

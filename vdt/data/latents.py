@@ -82,8 +82,9 @@ class _PlannedClips(torch.utils.data.Dataset):
 class LatentDataset(torch.utils.data.Dataset):
     """Cached latents of a finished cache folder; the arrays are opened lazily in each process."""
 
-    def __init__(self, folder: Path, class_labels: bool = False):
+    def __init__(self, folder: Path, class_labels: bool = False, skipped=None):
         self.folder, self.class_labels = Path(folder), class_labels
+        self.skipped = skipped  # the bad videos the pixel dataset left out (vdt.data.scan.Skipped), None if procedural
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.labels = np.load(self.folder / "labels.npy")
         self._latents = None
@@ -138,7 +139,7 @@ class LatentDataset(torch.utils.data.Dataset):
                         _encode(folder, base, plan, vae, cfg, protocol)
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
-        return cls(folder, cfg.class_labels)
+        return cls(folder, cfg.class_labels, skipped=getattr(base, "skipped", None))
 
 
 def _encode(folder: Path, base, plan: list, vae, cfg: DataConfig, protocol: dict) -> None:

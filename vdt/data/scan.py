@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,6 +26,24 @@ WORST_SHOWN = 10
 
 class BadDataError(DataError):
     """More of a dataset is unreadable, truncated or too short than data.max_bad_fraction allows."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The sources a real dataset left out as bad (missing, unreadable, truncated, too short) and their list."""
+
+    count: int
+    total: int
+    log: str  # bad_videos.txt: one '<path>\t<reason>' line per source
+
+    def line(self, who: str) -> str:
+        """The one line training and evaluation print when some were skipped."""
+        return (f"{who}: skipped {self.count} of {self.total} videos (bad or too short, within "
+                f"data.max_bad_fraction); the list: {self.log}")
+
+    def record(self) -> dict:
+        """For run.json."""
+        return {"skipped": self.count, "total": self.total, "list": self.log}
 
 
 def cache_root() -> Path:
