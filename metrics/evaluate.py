@@ -144,12 +144,13 @@ class Evaluator:
             scores[m] = stacked.amax(0) if HIGHER_IS_BETTER[m] else stacked.amin(0)
         return scores, missing
 
-    def fvd_scores(self, real, fake, nearest) -> tuple:
+    def fvd_scores(self, real, fake, nearest, nearest_source: dict) -> tuple:
         """FVD records {"model", "nearest", "real_vs_real"} under one protocol and N, and reasons for missing ones.
 
-        real, fake, nearest (the copy-nearest-given-frame fill, or None): (N, T, C, H, W) in [-1, 1]. The
-        real-vs-real reference compares test clips 0..N-1 with the disjoint clips N..2N-1; both real sets'
-        statistics are cached once per dataset and protocol.
+        real, fake, nearest (the copy-nearest-given-frame fill, or None): (N, T, C, H, W) in [-1, 1];
+        nearest_source: what defines that fill (clips, task, masks). The real-vs-real reference compares test
+        clips 0..N-1 with the disjoint clips N..2N-1. The statistics of both real sets and of the fill depend
+        on no model, so they are cached once per dataset and protocol (the fill's: per task too), for a sweep.
         """
         if self.i3d is None:
             return {}, {"fvd": self.i3d_missing or "FVD disabled (eval.fvd=false)"}
@@ -161,7 +162,8 @@ class Evaluator:
         first = self._real_stats(protocol, 0, n, lambda: [to_uint8(real)])
         out, missing = {"model": fvd.fvd_of_videos(first, to_uint8(fake), self.i3d, bs)}, {}
         if nearest is not None:
-            out["nearest"] = fvd.fvd_of_videos(first, to_uint8(nearest), self.i3d, bs)
+            fill = self._real_stats(protocol, 0, n, lambda: [to_uint8(nearest)], extra=nearest_source)
+            out["nearest"] = dataclasses.replace(fvd.fvd(first, fill), fake_clips=fill.source)
         if total >= 2 * n:
             second = self._real_stats(protocol, n, 2 * n,
                                       lambda: (to_uint8(x) for x, _ in self.sampler.real_batches(n, 2 * n)))
@@ -171,10 +173,12 @@ class Evaluator:
                                            f"has {total}")
         return {k: {**r.to_dict(), "uncalibrated": self.uncalibrated} for k, r in out.items()}, missing
 
-    def _real_stats(self, protocol, start: int, stop: int, videos) -> "fvd.FeatureStats":
+    def _real_stats(self, protocol, start: int, stop: int, videos, extra: dict | None = None) -> "fvd.FeatureStats":
+        """I3D statistics of test clips start..stop-1 (or of a fill of them, described by ``extra``), cached."""
         cache_dir = Path(os.environ.get("VDT_STATS_CACHE", Path.home() / ".cache" / "vdt-bench" / "fvd-stats"))
-        return fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, self.sampler.real_clips(start, stop),
-                                     videos, self.i3d, self.cfg.eval.batch_size)
+        source = {**self.sampler.real_clips(start, stop), **(extra or {})}
+        return fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, source, videos, self.i3d,
+                                     self.cfg.eval.batch_size)
 
     def x0_psnr_by_t(self, kind: str, masks_cfg, real, mask) -> dict:
         """PSNR (dB, mean over videos) of the model's one-step clean-clip estimate on the generated region, per t.
@@ -193,7 +197,10 @@ class Evaluator:
         fills = {BASELINE_NAMES[k]: v for k, v in baseline_fills(real, mask).items()}  # (1, N, T, C, H, W) each
         baselines = {name: {m: float(v.mean()) for m, v in self.frame_scores(real, fill, mask, kind)[0].items()}
                      for name, fill in fills.items()}
-        fvds, why = self.fvd_scores(real, fakes[0], fills["nearest"][0] if "nearest" in fills else None)
+        e = self.cfg.eval
+        fill_source = {"fill": "nearest given frame", "task": spec, "masks": dataclasses.asdict(masks_cfg),
+                       "mask_seed": e.seed, "batch_size": e.batch_size, "grid": list(self.cfg.data.grid)}
+        fvds, why = self.fvd_scores(real, fakes[0], fills["nearest"][0] if "nearest" in fills else None, fill_source)
         missing.update(why)
         values = {m: (float(scores[m].mean()) if m in scores else None) for m in FRAME}
         values["fvd"] = fvds["model"]["fvd"] if "model" in fvds else None
@@ -201,7 +208,6 @@ class Evaluator:
         if "nearest" in fvds and baselines.get("nearest"):
             baselines["nearest"]["fvd"] = fvds["nearest"]["fvd"]
         self._save_samples(spec, real, fakes[0], mask)
-        e = self.cfg.eval
         protocol = {
             "task": kind, "task_params": params, "sampler": e.sampler, "sample_steps": e.sample_steps, "eta": e.eta,
             "guidance": e.guidance, "prediction": self.cfg.diffusion.prediction, "num_videos": self.n,

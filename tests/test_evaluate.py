@@ -148,7 +148,9 @@ def test_random_weights_smoke_mode_is_marked_uncalibrated(run_dir, tmp_path, mon
     assert refs["real_vs_real"]["n_fake"] == refs["nearest"]["n_fake"] == 2
     assert refs["real_vs_real"]["weights_sha256"] == task["protocol"]["fvd"]["weights_sha256"]
     assert "lpips" in task["baselines"]["black"]  # the baselines are scored like the model
-    assert len(list((tmp_path / "stats").glob("*.npz"))) == 2  # both real sets cached for the next evaluation
+    assert refs["nearest"]["fake_clips"]["fill"] == "nearest given frame"
+    # Both real sets and the fill depend on no model: cached once for every run of a sweep.
+    assert len(list((tmp_path / "stats").glob("*.npz"))) == 3
 
 
 def test_parse_task_and_bad_input(run_dir):
