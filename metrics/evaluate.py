@@ -366,8 +366,8 @@ def cli(argv=None) -> int:
         print(f"wrote {layout.eval_json}")
     else:
         todo = [t for t in cfg.eval.tasks if t not in result["tasks"]]
-        print(f"{layout.eval_json} not written: eval.tasks {todo} are not done yet (finished tasks are in "
-              f"{layout.eval_parts})")
+        print(f"{layout.eval_json} not written for these settings: eval.tasks {todo} are not done yet "
+              f"(finished tasks are in {layout.eval_parts})")
     return 0
 
 
