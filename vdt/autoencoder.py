@@ -129,11 +129,12 @@ def load_vae(path=None, device="cpu", dtype=torch.float32) -> VAE:
 
     p = resolve_vae_path(path)
     if p.is_dir():
-        model = AutoencoderKL.from_pretrained(p, local_files_only=True, low_cpu_mem_usage=False)
+        model = AutoencoderKL.from_pretrained(p, local_files_only=True, low_cpu_mem_usage=False, torch_dtype=dtype)
     elif (p.parent / "config.json").is_file():
-        model = AutoencoderKL.from_single_file(str(p), config=str(p.parent), local_files_only=True)
+        model = AutoencoderKL.from_single_file(str(p), config=str(p.parent), local_files_only=True, torch_dtype=dtype)
     else:
         with tempfile.TemporaryDirectory() as config_dir:
             (Path(config_dir) / "config.json").write_text(json.dumps(SD_VAE_CONFIG))
-            model = AutoencoderKL.from_single_file(str(p), config=config_dir, local_files_only=True)
-    return VAE(model.to(device=device, dtype=dtype), weights_sha256(p))
+            model = AutoencoderKL.from_single_file(str(p), config=config_dir, local_files_only=True,
+                                                   torch_dtype=dtype)
+    return VAE(model.to(device), weights_sha256(p))
