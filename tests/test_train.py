@@ -202,7 +202,7 @@ def test_overfit_one_batch():
     try:
         train.step_generator = lambda seed, step, stream: fixed(seed, 0, stream)  # same t and noise
         for s in range(150):
-            losses.append(trainer.train_step(s)[0])
+            losses.append(trainer.train_step(s)["loss"])
     finally:
         train.step_generator = fixed
     assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10, losses[::15]
