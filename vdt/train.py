@@ -212,7 +212,7 @@ class Trainer:
         b, lo = B // self.world, self.rank * (B // self.world)
         x0, y = self.load_batch(step)
         x0 = x0.to(self.device)
-        full = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))  # (B, T, 1, H, W) global batch
+        full = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))  # (B, T, H, W) of the global batch
         mask = full[lo:lo + b].to(self.device)
         g = step_generator(cfg.train.seed, step, 2)
         t = torch.randint(0, cfg.diffusion.steps, (B,), generator=g)[lo:lo + b].to(self.device)
