@@ -26,8 +26,7 @@ import submitit
 from tqdm import tqdm
 
 from ablations import rundir, status
-from ablations.job import EVALUATE, TRAIN, SweepJob
-from vdt.layout import eval_settings_match
+from ablations.job import SweepJob
 
 EXECUTORS = ("auto", "slurm", "local", "inline", "debug")
 VANISH_CHECK_S = 30.0
@@ -55,8 +54,6 @@ class Options:
     poll_s: float = 5.0
     progress: bool = True
     wait: bool = True
-    train: str = TRAIN  # the functions the job calls ("module:function"); tests swap them
-    evaluate: str = EVALUATE
 
     def __post_init__(self):
         for k in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
@@ -231,9 +228,8 @@ class Watcher:
 
     @staticmethod
     def attached_alive(run_dir: Path, state: dict) -> bool:
-        """A run another launch's job holds: alive while it holds the lock or SLURM lists it (or can't tell)."""
-        return (rundir.RunLock(run_dir).held_elsewhere()
-                or status.slurm_job_queued(state["job_id"]) is not False)
+        """A run another launch's job holds: alive while its heartbeat is fresh or SLURM lists it (or can't tell)."""
+        return status.beating(run_dir) or status.slurm_job_queued(state["job_id"]) is not False
 
     def vanished(self, run_id: str, job) -> bool:
         """A SLURM job that left the queue without a result (killed, node lost; sacct may be off or lagging).
@@ -310,7 +306,7 @@ def classify(specs: list, sweep_dir: Path, retry_failed: bool) -> dict:
         d = sweep_dir / spec.run_id
         rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
         state = rundir.read_state(d)
-        if state["state"] == "done" and eval_settings_match(rundir.read_json(d / "eval.json"), spec.cfg.to_dict()):
+        if state["state"] == "done" and rundir.evaluated(d):
             out["done"].append(spec)
         elif status.job_alive(d, state):
             out["alive"].append(spec)
@@ -352,8 +348,7 @@ def new_job(spec, sweep_dir: Path, opts: Options, kind: str) -> SweepJob:
     threads = opts.cpus_per_task if kind in ("local", "slurm") else None
     # In-process runs draw their own training/sampling bars, on a terminal and unless --no-progress.
     bars = opts.progress and kind in ("inline", "debug") and sys.stderr.isatty()
-    return SweepJob(sweep_dir / spec.run_id, threads=threads, progress=bars,
-                    train=opts.train, evaluate=opts.evaluate)
+    return SweepJob(sweep_dir / spec.run_id, threads=threads, progress=bars)
 
 
 def run_inline(todo: list, sweep_dir: Path, opts: Options, watcher: Watcher) -> None:

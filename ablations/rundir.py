@@ -1,24 +1,32 @@
-"""A run directory's bookkeeping files: config.json, run.json, state.json, and the locks.
+"""A run directory's bookkeeping files: config.json, run.json, state.json, heartbeat.json, and the locks.
 
-Layout and fields: the run-directory schema (results/runs/<sweep>/<run_id>/). Every JSON file is
-written to a temporary name and renamed (``os.replace``), so a reader never sees half a file.
-state.json is changed read-modify-write under an ``fcntl.flock`` on ``.state.lock``, because the
-launcher (job id, log path) and the job (running, done, failed) both write it.
+Layout and fields: ``vdt.layout`` (``RunLayout``, ``FILES``). Every JSON file is written to a
+temporary name and renamed (``os.replace``), so a reader never sees half a file. state.json is
+changed read-modify-write under an ``fcntl.flock`` on ``.state.lock``, because the launcher (job
+id, log path) and the job (running, done, failed) both write it.
 
 Two locks keep two launches of one sweep from corrupting a run:
 - ``SweepLock``: held by a launcher for as long as it submits and watches a sweep;
-- ``RunLock``: held by the job (rank 0) for as long as it trains and evaluates a run. A launcher
-  that finds it held knows a job is alive on that run and does not start a second one.
+- ``RunLock``: held by the job (rank 0) for as long as it trains and evaluates a run; a second job
+  on the same run fails to take it.
+Nobody probes a lock by taking it (that would make a job starting at that moment fail): whether a
+job is alive is read from its ``Heartbeat`` and the scheduler (``ablations.status.job_alive``).
 """
 
 import contextlib
 import fcntl
 import json
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 
-from vdt.config import EVAL_SECTIONS
+from vdt.layout import RunLayout, read_json, write_json
+from vdt.layout import why_not_evaluated as why_incomplete
+
+HEARTBEAT_S = 10.0  # how often a live job rewrites heartbeat.json
+HEARTBEAT_STALE_S = 120.0  # a heartbeat older than this is from a job that died (clocks must agree this well)
 
 STATES = ("pending", "running", "done", "failed")
 ERROR_LINES = 15  # lines of a traceback kept in state.json
@@ -26,21 +34,6 @@ ERROR_LINES = 15  # lines of a traceback kept in state.json
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def write_json(path, obj) -> None:
-    """Write ``obj`` to ``path`` atomically (tmp file in the same dir, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
 
 
 def tail(text: str, lines: int = ERROR_LINES) -> str:
@@ -61,23 +54,23 @@ def read_state(run_dir) -> dict:
     """state.json, or a fresh pending state when there is none."""
     default = {"state": "pending", "step": 0, "job_id": None, "log": None, "error": None,
                "updated": None, "attempts": 0}
-    return {**default, **read_json(Path(run_dir) / "state.json", {})}
+    return {**default, **read_json(RunLayout(run_dir).state, {})}
 
 
 def update_state(run_dir, **fields) -> dict:
     """Merge ``fields`` into state.json under the state lock; returns the new state."""
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     if "state" in fields and fields["state"] not in STATES:
         raise ValueError(f"state: {fields['state']!r} is not one of {STATES}")
-    with _flock(run_dir / ".state.lock"):
+    with _flock(layout.state_lock):
         state = {**read_state(run_dir), **fields, "updated": now()}
-        write_json(run_dir / "state.json", state)
+        write_json(layout.state, state)
     return state
 
 
 def last_logged(run_dir) -> dict:
     """The last training line of train_log.jsonl ({} if none): step, loss, ..."""
-    path = Path(run_dir) / "train_log.jsonl"
+    path = RunLayout(run_dir).train_log
     if not path.exists():
         return {}
     with open(path, "rb") as f:  # read only the end: logs of long runs grow large
@@ -92,29 +85,68 @@ def last_logged(run_dir) -> dict:
 
 
 def prepare(run_dir, config: dict, run_info: dict) -> None:
-    """Create the run dir with config.json and run.json; an existing one must hold the same training config.
+    """Create the run dir with config.json and run.json; an existing one must hold the same training config
+    (config.json's writer is ``vdt.train.write_config``: it updates what may change, e.g. ``eval.*``)."""
+    from vdt.config import RunConfig
+    from vdt.train import write_config  # here: importing training is slow, and --list/--status don't need it
 
-    Other evaluation settings replace the old ones in config.json (the run is re-evaluated, not
-    retrained); run.json keeps what training added to it (data counts).
-    """
-    run_dir = Path(run_dir)
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    config = json.loads(json.dumps(config))  # tuples -> lists, as on disk
-    old = read_json(run_dir / "config.json")
-    if old is not None and _training_part(old) != _training_part(config):
-        raise RuntimeError(f"{run_dir}/config.json holds a different config than its id says; "
-                           "move the directory away and launch again")
-    if old != config:
-        write_json(run_dir / "config.json", config)
-    info = read_json(run_dir / "run.json", {})
-    if {**info, **run_info} != info:
-        write_json(run_dir / "run.json", {**info, **run_info})
-    if not (run_dir / "state.json").exists():
+    layout = RunLayout(run_dir)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, RunConfig.from_dict(config))
+    if read_json(layout.run_info) != run_info:
+        write_json(layout.run_info, run_info)
+    if not layout.state.exists():
         update_state(run_dir)
 
 
-def _training_part(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in EVAL_SECTIONS}
+def why_not_evaluated(run_dir) -> str | None:
+    """None when eval.json is complete for the run's final step and current eval settings, else why not
+    (``vdt.layout.why_not_evaluated``)."""
+    layout = RunLayout(run_dir)
+    return why_incomplete(read_json(layout.eval_json), read_json(layout.config, {}))
+
+
+def evaluated(run_dir) -> bool:
+    """Whether the run's evaluation is done: a complete eval.json for its final step (``why_not_evaluated``)."""
+    return why_not_evaluated(run_dir) is None
+
+
+class Heartbeat:
+    """heartbeat.json, rewritten every ``every`` seconds by a thread while the job (rank 0) lives:
+    job id, scheduler, host, pid and time. Removed when the job leaves; a stale one means a dead job."""
+
+    def __init__(self, run_dir, job_id=None, every: float = HEARTBEAT_S):
+        self.path, self.every = RunLayout(run_dir).heartbeat, every
+        self.beat = {"job_id": job_id, "scheduler": "slurm" if os.environ.get("SLURM_JOB_ID") else None,
+                     "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def write(self) -> None:
+        write_json(self.path, {**self.beat, "time": time.time(), "updated": now()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(OSError):  # a full or flaky disk must not kill the job
+                self.write()
+
+    def __enter__(self):
+        self.write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+def read_heartbeat(run_dir, stale_s: float = HEARTBEAT_STALE_S) -> dict | None:
+    """The run's heartbeat if it is fresh (younger than ``stale_s``), else None."""
+    beat = read_json(RunLayout(run_dir).heartbeat)
+    if not isinstance(beat, dict) or not isinstance(beat.get("time"), (int, float)):
+        return None
+    return beat if time.time() - beat["time"] < stale_s else None
 
 
 class LockHeld(RuntimeError):
@@ -149,15 +181,6 @@ class _Lock:
             self._f.close()
             self._f = None
 
-    def held_elsewhere(self) -> bool:
-        """True if some other process holds the lock now (we don't take it)."""
-        try:
-            self.acquire()
-        except LockHeld:
-            return True
-        self.release()
-        return False
-
     def __enter__(self):
         return self.acquire()
 
@@ -177,4 +200,4 @@ class RunLock(_Lock):
     """One job per run at a time."""
 
     def __init__(self, run_dir):
-        super().__init__(Path(run_dir) / ".run.lock")
+        super().__init__(RunLayout(run_dir).run_lock)

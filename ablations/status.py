@@ -1,14 +1,18 @@
 """What a sweep's runs are doing, read from their files: ``--status`` and the end-of-sweep summary.
 
-Everything here reads run directories (state.json, run.json, train_log.jsonl, eval.json) and asks
-the scheduler only whether a job is still queued; it never changes a run.
+Everything here reads run directories (state.json, run.json, heartbeat.json, train_log.jsonl,
+eval.json) and asks the scheduler only whether a job is still queued; it never changes a run and
+never takes a lock (a job starting meanwhile must be able to take its run lock).
 """
 
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 from ablations import rundir
+from vdt.layout import RunLayout
 
 
 def slurm_job_queued(job_id) -> bool | None:
@@ -29,10 +33,33 @@ def slurm_job_queued(job_id) -> bool | None:
 _no_controller = []  # set once squeue found no controller: don't wait ~20 s per run on it again
 
 
+def pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):  # someone else's process (alive), or no pid to check
+        return True
+    return True
+
+
+def beating(run_dir) -> bool:
+    """Whether a job is working on this run now, from its heartbeat: fresh, its process alive (when on this
+    host), and its SLURM job not gone from the queue (when it is one and a controller answers)."""
+    beat = rundir.read_heartbeat(run_dir)
+    if beat is None:
+        return False
+    if beat.get("host") == socket.gethostname() and not pid_alive(beat.get("pid")):
+        return False
+    if beat.get("scheduler") == "slurm":
+        return slurm_job_queued(beat.get("job_id")) is not False
+    return True
+
+
 def job_alive(run_dir, state: dict | None = None) -> bool:
-    """Whether a job is working on this run now: it holds the run lock, or SLURM still queues it."""
+    """Whether a job is working on this run now (a fresh heartbeat), or SLURM still queues one for it."""
     state = state or rundir.read_state(run_dir)
-    if rundir.RunLock(run_dir).held_elsewhere():
+    if beating(run_dir):
         return True
     if state["state"] not in ("pending", "running") or _no_controller:
         return False
@@ -51,14 +78,16 @@ def run_dirs(sweep_dir) -> list:
 
 def row(run_dir) -> dict:
     """One run's line: id, variant, seed, state, step, loss, job id, log, error, metrics."""
-    run_dir = Path(run_dir)
-    info, state = rundir.read_json(run_dir / "run.json", {}), rundir.read_state(run_dir)
-    cfg = rundir.read_json(run_dir / "config.json", {})
+    run_dir, layout = Path(run_dir), RunLayout(run_dir)
+    info, state = rundir.read_json(layout.run_info, {}), rundir.read_state(run_dir)
+    cfg = rundir.read_json(layout.config, {})
     logged = rundir.last_logged(run_dir)
     shown = state["state"]
     if shown in ("pending", "running") and state["attempts"] and not job_alive(run_dir, state):
         shown = f"{shown} (no job: relaunch resumes it)"
-    ev = rundir.read_json(run_dir / "eval.json", {})
+    elif shown == "done" and not rundir.evaluated(run_dir):
+        shown = "done (evaluation incomplete: relaunch evaluates)"
+    ev = rundir.read_json(layout.eval_json, {})
     metrics = {t: r.get("metrics", {}) for t, r in ev.get("tasks", {}).items()}
     return {
         "run_id": run_dir.name, "variant": info.get("variant"), "seed": info.get("seed"), "state": shown,

@@ -297,15 +297,6 @@ def evaluate_run(run_dir, cfg: RunConfig | None = None, *, tasks=None, progress:
     return {**record, "complete": complete}
 
 
-def is_complete(result: dict | None, cfg: RunConfig, step: int) -> bool:
-    """Whether eval.json's content ``result`` is a complete evaluation of ``step`` under cfg.eval's settings."""
-    if not result or result.get("step") != step:
-        return False
-    made_by = result.get("eval") or {}
-    return (made_by == json.loads(json.dumps(dataclasses.asdict(cfg.eval)))
-            and set(cfg.eval.tasks) <= set(result.get("tasks", {})))
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = vdt_cli.parser(
         "python metrics/evaluate.py",

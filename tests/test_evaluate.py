@@ -19,7 +19,7 @@ from metrics import evaluate, region, sampling
 from vdt import train
 from vdt.config import ConfigError, RunConfig
 from vdt.data import build_video_dataset
-from vdt.layout import RunLayout
+from vdt.layout import RunLayout, why_not_evaluated
 
 TINY = ["model.preset=cpu-tiny", "data.size=16", "data.frames=10", "train.batch_size=4", "train.steps=3",
         "train.log_every=1", "eval.num_videos=3", "eval.batch_size=2", "eval.sample_steps=3", "eval.fvd=false",
@@ -246,14 +246,15 @@ def test_eval_json_records_its_settings_and_re_evaluates_when_they_change(run_di
     evaluate.evaluate_run(run, cfg, progress=False)
     first = load(run)
     assert first["eval"] == json.loads(json.dumps(dataclasses.asdict(cfg.eval))) and first["eval"]["num_videos"] == 3
-    assert evaluate.is_complete(first, cfg, first["step"])
+    assert why_not_evaluated(first, cfg.to_dict()) is None
     fewer = RunConfig().with_overrides(TINY + ["eval.num_videos=2"])
-    assert not evaluate.is_complete(first, fewer, first["step"]) and not evaluate.is_complete(first, cfg, 99)
+    assert "other eval settings" in why_not_evaluated(first, fewer.to_dict())
+    assert "final step" in why_not_evaluated({**first, "step": 99}, cfg.to_dict())
     ckpt = RunLayout(run).last_ckpt.read_bytes()
     evaluate.evaluate_run(run, fewer, progress=False)
     again = load(run)
     assert again["eval"]["num_videos"] == 2 and len(again["tasks"]["predict"]["per_video"]["psnr"]) == 2
-    assert RunLayout(run).last_ckpt.read_bytes() == ckpt and evaluate.is_complete(again, fewer, again["step"])
+    assert RunLayout(run).last_ckpt.read_bytes() == ckpt and why_not_evaluated(again, fewer.to_dict()) is None
 
 
 @pytest.mark.parametrize("change", ["same", "data", "checkpoint", "eta", "guidance", "prediction", "seed"])

@@ -5,12 +5,17 @@ import contextlib
 import io
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import torch
 
-from ablations import cost, launcher, run, rundir, sweeps
+from ablations import cost, launcher, run, rundir, status, sweeps
 from ablations.job import SweepJob
 
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
@@ -102,8 +107,9 @@ def test_interrupted_run_resumes_to_the_same_weights(swept, tmp_path):
     code, out, err = cli(tmp_path, "--executor", "debug", variants=["token_concat"])
     assert code == 0, out + err
     assert "1 to run" in out
-    steps = [json.loads(line)["step"] for line in (d / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    log = [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert [(r["event"], r["step"]) for r in log if "event" in r] == [("resumed", 2)]
     assert rundir.read_state(d)["attempts"] == 2
     assert_same_weights(weights(d), weights(swept[0] / "conditioning" / spec.run_id))
 
@@ -113,12 +119,12 @@ def test_failed_run_does_not_stop_the_others_and_retry_failed_reruns_it(tmp_path
 
     real_main = vdt.train.main
 
-    def flaky(cfg, run_dir, *, progress=True):
+    def flaky(cfg, run_dir, **kw):
         if cfg.model.conditioning == "token_concat":  # the first run fails; the second must still run
             raise RuntimeError("injected failure in token_concat")
-        return real_main(cfg, run_dir, progress=progress)
+        return real_main(cfg, run_dir, **kw)
 
-    monkeypatch.setattr(vdt.train, "main", flaky)  # the job resolves "vdt.train:main" when it runs
+    monkeypatch.setattr(vdt.train, "main", flaky)  # the job calls vdt.train.main when it runs
     code, out, _ = cli(tmp_path, "--executor", "debug")
     bad, ok = (tmp_path / "conditioning" / s.run_id for s in specs())
     assert code == 1
@@ -154,10 +160,12 @@ def test_run_held_by_a_live_job_is_watched_not_started_twice(tmp_path):
     rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
     rundir.update_state(d, state="running", attempts=1, job_id="777")
     held = rundir.RunLock(d).acquire()  # "another job" trains this run
+    beat = rundir.Heartbeat(d, "777").__enter__()
 
     def other_job_finishes():
-        rundir.write_json(d / "eval.json", {"step": 4, "tasks": {}})
+        rundir.write_json(d / "eval.json", {"step": 4, "tasks": {"predict": {"metrics": {}}}})
         rundir.update_state(d, state="done", step=4)
+        beat.__exit__(None, None, None)
         held.release()
 
     timer = threading.Timer(1.0, other_job_finishes)
@@ -177,6 +185,138 @@ def test_job_refuses_a_run_another_job_holds(tmp_path):
     with rundir.RunLock(d), pytest.raises(rundir.LockHeld):
         SweepJob(d)()
     assert rundir.read_state(d)["attempts"] == 0
+
+
+class FakeRequeue:
+    """Stands in for submitit's USR2 handler: records the step last.pt holds, then exits as submitit does."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.saved = run_dir, []
+
+    def __call__(self, signum, frame):
+        self.saved.append(torch.load(self.run_dir / "checkpoints" / "last.pt", weights_only=False)["step"])
+        raise SystemExit(-1)
+
+
+def test_usr2_saves_the_step_in_progress_and_a_stop_in_evaluation_resumes_evaluation(tmp_path, monkeypatch):
+    """USR2 during step 3 (checkpoints every 4): step 3 is finished and saved before submitit's handler
+    requeues; the next attempt resumes at step 3 (redoing nothing) and ends with an uninterrupted run's
+    weights. USR2 during evaluation requeues at once; the attempt after it evaluates without training."""
+    import metrics.evaluate
+    import vdt.train
+
+    sets = [s for s in TINY if not s.startswith(("train.steps", "train.ckpt_every"))] + [
+        "train.steps=6", "train.ckpt_every=4"]
+    spec = sweeps.expand("conditioning", sets=sweeps.parse_sets(sets), seeds=[0], variants=["token_concat"])[0]
+    d = tmp_path / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    real_step, evaluations = vdt.train.Trainer.train_step, []
+
+    def signalled_step(self, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real_step(self, step)
+
+    def evaluate_run(run_dir, cfg, progress=False):
+        beat = rundir.read_json(d / "heartbeat.json")
+        assert (beat["pid"], beat["host"]) == (os.getpid(), socket.gethostname())  # the job is seen alive
+        evaluations.append(torch.load(d / "checkpoints" / "last.pt", weights_only=False)["step"])
+        if len(evaluations) == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        rundir.write_json(d / "eval.json", {"step": 6, "tasks": {"predict": {"metrics": {"ssim": 0.5}}},
+                                            "eval": json.loads(json.dumps(spec.cfg.to_dict()["eval"]))})
+
+    requeue = FakeRequeue(d)
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    monkeypatch.setattr(metrics.evaluate, "evaluate_run", evaluate_run)
+    try:
+        monkeypatch.setattr(vdt.train.Trainer, "train_step", signalled_step)
+        with pytest.raises(SystemExit):  # attempt 1: preempted in training
+            SweepJob(d)()
+        assert requeue.saved == [3] and rundir.read_state(d)["state"] == "running"
+        monkeypatch.setattr(vdt.train.Trainer, "train_step", real_step)
+        with pytest.raises(SystemExit):  # attempt 2: trains 4..6, preempted in evaluation
+            SweepJob(d)()
+        assert requeue.saved == [3, 6] and evaluations == [6] and not (d / "heartbeat.json").exists()
+        last = (d / "checkpoints" / "last.pt").stat().st_mtime_ns
+        SweepJob(d)()  # attempt 3: evaluation only
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert evaluations == [6, 6] and (d / "checkpoints" / "last.pt").stat().st_mtime_ns == last
+    state = rundir.read_state(d)
+    assert state["state"] == "done" and state["attempts"] == 3 and state["step"] == 6
+    log = [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [(r["event"], r["step"]) for r in log if "event" in r] == [("preempted", 3), ("resumed", 3),
+                                                                      ("resumed", 6)]
+    vdt.train.main(spec.cfg, tmp_path / "uninterrupted", progress=False)
+    assert_same_weights(weights(d), weights(tmp_path / "uninterrupted"))
+
+
+def test_done_needs_a_complete_eval_json_for_the_final_step(tmp_path):
+    spec = specs(["token_concat"])[0]
+    d = tmp_path / "conditioning" / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    rundir.update_state(d, state="done", step=4, attempts=1)
+    for ev, done in [({"step": 4, "tasks": {}}, False),  # a task missing
+                     ({"step": 2, "tasks": {"predict": {"metrics": {}}}}, False),  # an earlier checkpoint's
+                     ({"step": 4, "tasks": {"predict": {}}, "eval": {"num_videos": 99}}, False),  # other settings
+                     ({"step": 4, "tasks": {"predict": {"metrics": {}}}}, True)]:
+        rundir.write_json(d / "eval.json", ev)
+        groups = launcher.classify([spec], tmp_path / "conditioning", retry_failed=False)
+        assert (groups["done"] == [spec]) is done and (groups["todo"] == [spec]) is not done, ev
+        shown = status.row(d)["state"]
+        assert shown == "done" if done else shown.startswith("done (evaluation incomplete"), (ev, shown)
+
+
+def test_liveness_comes_from_the_heartbeat_not_the_lock(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    rundir.update_state(d, state="running", attempts=1, job_id="local-12")
+    with rundir.RunLock(d):  # a lock alone (no heartbeat) says nothing: it is never probed
+        assert not status.job_alive(d)
+    with rundir.Heartbeat(d, "local-12", every=0.05):
+        time.sleep(0.2)
+        beat = rundir.read_json(d / "heartbeat.json")
+        assert beat["job_id"] == "local-12" and beat["pid"] == os.getpid() and time.time() - beat["time"] < 1
+        assert status.job_alive(d)
+    assert not (d / "heartbeat.json").exists() and not status.job_alive(d)
+    rundir.write_json(d / "heartbeat.json", {**beat, "time": time.time() - 2 * rundir.HEARTBEAT_STALE_S})
+    assert not status.job_alive(d)  # stale: the job died without cleaning up
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rundir.write_json(d / "heartbeat.json", {**beat, "pid": dead.pid, "time": time.time()})
+    assert not status.job_alive(d)  # fresh, but its process on this host is gone
+
+
+def test_status_never_disturbs_a_job_taking_its_lock(tmp_path):
+    """--status and the launcher's checks run while jobs take the run lock (non-blocking): no take may fail."""
+    spec = specs(["token_concat"])[0]
+    d = tmp_path / "conditioning" / spec.run_id
+    rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
+    rundir.update_state(d, state="running", attempts=1, job_id="local-12")
+    stop, checks = threading.Event(), [0]
+
+    def status_loop():
+        while not stop.is_set():
+            status.row(d)
+            launcher.Watcher.attached_alive(d, rundir.read_state(d))
+            checks[0] += 1
+
+    t = threading.Thread(target=status_loop)
+    t.start()
+    failures = 0
+    try:
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                rundir.RunLock(d).acquire().release()
+            except rundir.LockHeld:
+                failures += 1
+    finally:
+        stop.set()
+        t.join()
+    assert checks[0] > 10 and failures == 0, (checks, failures)
 
 
 def test_status_shows_state_step_loss_job_and_log(swept):

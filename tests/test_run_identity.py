@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ablations import run, rundir, sweeps
-from vdt.layout import eval_settings_match
+from vdt.layout import why_not_evaluated
 
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
         "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2"]
@@ -73,9 +73,13 @@ def test_prepare_keeps_the_training_config_and_takes_new_eval_settings(tmp_path)
         rundir.prepare(tmp_path, other.cfg.to_dict(), other.run_info())
 
 
-def test_eval_settings_match_reads_the_record_of_eval_json():
+def test_why_not_evaluated_reads_the_record_of_eval_json():
     cfg = spec().cfg.to_dict()
-    assert eval_settings_match({"eval": json.loads(json.dumps(cfg["eval"]))}, cfg)
-    assert not eval_settings_match({"eval": {**cfg["eval"], "num_videos": 99}}, cfg)
-    assert not eval_settings_match({"step": 4}, cfg)  # no record of the settings: evaluate again
-    assert not eval_settings_match(None, cfg)
+    done = {"step": cfg["train"]["steps"], "tasks": {t: {} for t in cfg["eval"]["tasks"]},
+            "eval": json.loads(json.dumps(cfg["eval"]))}
+    assert why_not_evaluated(done, cfg) is None
+    assert "other eval settings" in why_not_evaluated({**done, "eval": {**cfg["eval"], "num_videos": 99}}, cfg)
+    no_record = {k: v for k, v in done.items() if k != "eval"}
+    assert "does not record" in why_not_evaluated(no_record, cfg)  # no record of the settings: evaluate again
+    assert "lacks task" in why_not_evaluated({**done, "tasks": {}}, cfg)
+    assert why_not_evaluated(None, cfg) == "no eval.json"

@@ -133,16 +133,22 @@ def test_tiny_sweep_runs_to_the_end_as_one_array(tmp_path):
     print(f"3-run sweep on SLURM: {time.time() - t0:.0f} s")
 
 
-def test_preempted_run_requeues_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    sets = [s for s in TINY if not s.startswith("train.steps")] + ["train.steps=40", "train.ckpt_every=5"]
+def test_preempted_run_saves_the_step_requeues_resumes_there_and_matches_an_uninterrupted_run(tmp_path):
+    """USR2 (submitit's preemption signal) between two periodic checkpoints: the job finishes the step in
+    progress, saves it, requeues; the next attempt resumes at that step (no finished step is redone) and ends
+    with weights bitwise equal to an uninterrupted run's."""
+    every = 20
+    sets = [s for s in TINY if not s.startswith(("train.steps", "train.ckpt_every"))] + [
+        "train.steps=40", f"train.ckpt_every={every}"]
     d = run_dir(tmp_path, "token_concat", sets)
     # A time limit over 10 minutes, so submitit counts the USR2 as a preemption, not a timeout.
     proc = subprocess.Popen(cmd(tmp_path, ["token_concat"], "--time-min", "30", sets=sets), cwd=ROOT, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: rundir.last_logged(d).get("step", 0) >= 8, 300, "step 8", proc)
+        wait_for(lambda: rundir.last_logged(d).get("step", 0) >= 6, 300, "step 6", proc)
+        finished = rundir.last_logged(d)["step"]  # steps done before the signal (at least)
         job_id = rundir.read_state(d)["job_id"]
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # to the job step's tasks, as SLURM does
         out, _ = proc.communicate(timeout=420)
     finally:
         if proc.poll() is None:
@@ -153,14 +159,20 @@ def test_preempted_run_requeues_resumes_and_matches_an_uninterrupted_run(tmp_pat
     log = Path(state["log"]).read_text()
     assert "this job is preempted" in log and f"Requeued job {job_id}" in log
     assert "REQUEUED" in sacct_states(job_id)
-    steps = [json.loads(line)["step"] for line in (d / "train_log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 41))  # lines after the resumed checkpoint were dropped and redone
+    rows = [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
+    events = [(r["event"], r["step"]) for r in rows if "event" in r]
+    assert len(events) == 2 and events[0][0] == "preempted" and events[1][0] == "resumed", events
+    saved, resumed = events[0][1], events[1][1]
+    assert finished <= saved == resumed < every, events  # saved by the signal, not by a periodic checkpoint
+    assert f"preempted: saved step {saved}" in log
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))  # each step once: none redone
     ref = reference_weights(d, tmp_path)
     got = load_weights(d)
     assert got["step"] == ref["step"] == 40
     for part in ("model", "ema"):
         for k in ref[part]:
             assert torch.equal(got[part][k], ref[part][k]), f"{part}.{k} differs after requeue"
+    print(f"USR2 after step {finished}: saved step {saved}, resumed at step {resumed}")
 
 
 def test_failing_and_cancelled_jobs_are_reported_and_do_not_hang(tmp_path):

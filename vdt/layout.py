@@ -16,7 +16,8 @@ from pathlib import Path
 
 # attr: (relative path, who writes it, when it counts as complete)
 FILES = {
-    "config": ("config.json", "ablations.rundir.prepare (launcher) or vdt.train (python -m vdt.train)",
+    "config": ("config.json", "vdt.train.write_config, called by ablations.rundir.prepare (launcher) and by "
+               "vdt.train (standalone: when there is none, or a continued run changed train.steps or eval.*)",
                "once written: the run's full config; its training part names the run (run id)"),
     "run_info": ("run.json", "launcher (sweep, variant, seed); training adds env and data counts",
                  "always whole (atomic)"),
@@ -26,9 +27,11 @@ FILES = {
     "run_lock": (".run.lock", "the job (rank 0), for as long as it trains and evaluates", "a flock"),
     "heartbeat": ("heartbeat.json", "the job (rank 0), every few seconds while alive: job id, host, pid, time",
                   "always whole (atomic); stale when older than the liveness timeout"),
-    "train_log": ("train_log.jsonl", "vdt.train (rank 0), one line per logging interval", "append-only"),
+    "train_log": ("train_log.jsonl", "vdt.train (rank 0), one line per logging interval (step, loss, lr, "
+                  "grad_norm, gen_frac, ...), and event lines {event: resumed|preempted, step}", "append-only"),
     "checkpoints": ("checkpoints", "vdt.checkpoint", "a folder"),
-    "last_ckpt": ("checkpoints/last.pt", "vdt.checkpoint", "atomic rename; the newest training state"),
+    "last_ckpt": ("checkpoints/last.pt", "vdt.checkpoint (a hard link to the newest step file)",
+                  "atomic rename; the newest training state"),
     "eval_json": ("eval.json", "metrics.evaluate, once every task of cfg.eval.tasks is done",
                   "complete by construction: it exists only when every task is scored"),
     "eval_parts": ("eval_parts", "metrics.evaluate, one <task>.json per finished task", "per file, atomic"),
@@ -122,15 +125,26 @@ class RunLayout:
         return self.samples / f"{task.replace('/', '_')}.npz"
 
 
-def eval_settings_match(record: dict | None, config: dict) -> bool:
-    """True when the eval.json content ``record`` was made with the evaluation settings of ``config``.
+def why_not_evaluated(record: dict | None, config: dict) -> str | None:
+    """None when the eval.json content ``record`` completes the run whose config.json content is ``config``,
+    else why not.
 
-    config: config.json's content (or ``RunConfig.to_dict()``); ``record["eval"]`` is the eval config that
-    evaluation wrote. A record without one (written before evaluation recorded it) never matches.
+    Complete: its step is the final step (train.steps), its tasks cover eval.tasks, and it records that it was
+    made with ``config``'s eval settings (a record without them predates that and is evaluated again).
     """
-    if not record or "eval" not in record:
-        return False
-    return json.loads(json.dumps(record["eval"])) == json.loads(json.dumps(config["eval"]))
+    if record is None:
+        return "no eval.json"
+    final = config.get("train", {}).get("steps")
+    if record.get("step") != final:
+        return f"eval.json is for step {record.get('step')}, the final step is {final}"
+    missing = [t for t in config.get("eval", {}).get("tasks", ()) if t not in record.get("tasks", {})]
+    if missing:
+        return f"eval.json lacks task(s) {', '.join(missing)}"
+    if "eval" not in record:
+        return "eval.json does not record its eval settings (made by an older vdt-bench)"
+    if json.loads(json.dumps(record["eval"])) != json.loads(json.dumps(config.get("eval"))):
+        return "eval.json was made with other eval settings than config.json's"
+    return None
 
 
 def write_json(path, obj) -> None:

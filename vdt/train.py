@@ -6,13 +6,21 @@ index, so a run stopped anywhere and restarted from its last checkpoint takes th
 one that never stopped: N steps in one go, N/2 then a resume, and a SIGKILL part-way then a
 restart all end with bitwise-identical weights on the CPU.
 
+Stopping early: ``main(..., stop=event)`` finishes the step in progress when ``event`` is set,
+writes checkpoints/last.pt and returns with ``preempted=True`` (the job sets it on SLURM's USR2);
+train_log.jsonl records ``{"event": "preempted", "step": s}`` and, on the next start,
+``{"event": "resumed", "step": s}``.
+
 DDP: rank and world size come from the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT: torchrun and submitit both set them). The global batch is drawn the same way on
-every rank and each rank takes its slice, so 2 processes match 1 process at the same batch.
+MASTER_PORT: torchrun and submitit both set them). The global batch (and its label dropout) is
+drawn the same way on every rank and each rank takes its slice, so 2 processes match 1 process
+at the same batch. Each step all-reduces the loss together with a non-finite flag and the stop
+flag before the backward pass, so the ranks stop together (no rank waits alone in an all-reduce).
 """
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -25,12 +33,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from vdt import cli as vdt_cli
-from vdt import layout
 from vdt.checkpoint import CheckpointStore, rng_state
-from vdt.config import ConfigError, RunConfig, load_config
+from vdt.config import ConfigError, ModelConfig, RunConfig, load_config
 from vdt.data import announce_skipped, build_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
+from vdt.layout import RunLayout, read_json, write_json
 from vdt.masks import MaskGenerator
 from vdt.model import VDT
 
@@ -70,10 +78,30 @@ def training_identity(cfg: RunConfig) -> dict:
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES and not k.startswith("eval.")}
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = Path(f"{path}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def write_config(run_dir, cfg: RunConfig) -> bool:
+    """config.json's one writer (the launcher's ``rundir.prepare``, and ``main`` for a standalone run).
+
+    Writes it when there is none; rewrites it when only what a continued run may change differs
+    (``RESUMABLE_CHANGES``, ``eval.*``); leaves it when equal. Another training config is a
+    ConfigError: the directory holds a different run. Returns whether it wrote."""
+    path = RunLayout(run_dir).config
+    new, old = json.loads(json.dumps(cfg.to_dict())), read_json(path)  # tuples -> lists, as on disk
+    if old == new:
+        return False
+    if old is not None:
+        was, now = training_identity(RunConfig.from_dict(old)), training_identity(cfg)
+        diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        if diff:
+            raise ConfigError(f"{path} holds a run with a different training config ({', '.join(diff)}); "
+                              "use a new run directory")
+    write_json(path, new)
+    return True
+
+
+def model_for_training(cfg: ModelConfig) -> ModelConfig:
+    """The model config the trainer builds: label dropout is drawn by the trainer (``label_dropout``), not
+    the model, so that it comes from the step's generator and is sliced per rank like the rest of the batch."""
+    return dataclasses.replace(cfg, class_dropout=0.0) if cfg.num_classes > 0 else cfg
 
 
 def distributed_env() -> tuple:
@@ -84,8 +112,9 @@ def distributed_env() -> tuple:
 class Trainer:
     """One run: model, EMA, optimiser, data and checkpoints, driven step by step."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool = True):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+    def __init__(self, cfg: RunConfig, run_dir: Path, progress: bool = True, stop=None):
+        self.cfg, self.run_dir, self.progress, self.stop = cfg, Path(run_dir), progress, stop
+        self.layout = RunLayout(run_dir)
         self.rank, self.world, local_rank = distributed_env()
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -93,8 +122,8 @@ class Trainer:
         if cfg.train.batch_size % self.world:
             raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {self.world} ranks")
         torch.manual_seed(cfg.train.seed)
-        self.model = VDT(cfg.model).to(self.device)
-        self.ema = VDT(cfg.model).to(self.device).requires_grad_(False)
+        self.model = VDT(model_for_training(cfg.model)).to(self.device)
+        self.ema = VDT(model_for_training(cfg.model)).to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.net = self.model
@@ -107,11 +136,11 @@ class Trainer:
         self.data = build_dataset(cfg.data)
         skipped = announce_skipped(self.data, "training") if self.rank == 0 else None
         if skipped is not None:  # run.json records the videos training left out
-            info = layout.RunLayout(self.run_dir).run_info
-            layout.write_json(info, {**layout.read_json(info, {}), "skipped_videos": skipped})
+            info = RunLayout(self.run_dir).run_info
+            write_json(info, {**read_json(info, {}), "skipped_videos": skipped})
         T, S = cfg.data.frames, cfg.data.grid[1]
         self.masks = MaskGenerator(cfg.masks, (T, S, S))
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep=cfg.train.keep_ckpts)
+        self.store = CheckpointStore(self.layout.checkpoints, keep=cfg.train.keep_ckpts)
         self.step, self.wall = 0, 0.0
         use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.device.type == "cuda")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
@@ -165,25 +194,47 @@ class Trainer:
             return torch.stack([v for v, _ in items]), torch.tensor([y for _, y in items])
         return torch.stack(items), None
 
-    def train_step(self, step: int) -> tuple:
+    def label_dropout(self, y: torch.Tensor, step: int) -> torch.Tensor:
+        """Classifier-free guidance: labels of the global batch become the null label with probability
+        ``model.class_dropout``, drawn from the step's generator; this rank keeps its slice."""
+        m, B = self.cfg.model, self.cfg.train.batch_size
+        b = B // self.world
+        drop = torch.rand(B, generator=step_generator(self.cfg.train.seed, step, 3))[self.rank * b:(self.rank + 1) * b]
+        return torch.where(drop < m.class_dropout, m.num_classes, y)
+
+    def agree(self, loss: torch.Tensor) -> tuple:
+        """(global mean loss, any rank non-finite, any rank asked to stop): one all-reduce on every rank."""
+        flags = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float(),
+                             torch.tensor(float(self.stop is not None and self.stop.is_set()), device=loss.device)])
+        if self.world > 1:
+            dist.all_reduce(flags)  # sum
+        return (flags[0] / self.world).item(), bool(flags[1] > 0), bool(flags[2] > 0)
+
+    def train_step(self, step: int) -> dict:
+        """One optimiser step; returns loss (global mean), grad_norm, gen_frac (share of generated positions)
+        and stop (some rank was asked to stop: the caller saves and returns after this step)."""
         cfg, B = self.cfg, self.cfg.train.batch_size
         b, lo = B // self.world, self.rank * (B // self.world)
         x0, y = self.load_batch(step)
         x0 = x0.to(self.device)
-        mask = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))[lo:lo + b].to(self.device)
+        full = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))  # (B, T, H, W) of the global batch
+        mask = full[lo:lo + b].to(self.device)
         g = step_generator(cfg.train.seed, step, 2)
         t = torch.randint(0, cfg.diffusion.steps, (B,), generator=g)[lo:lo + b].to(self.device)
         noise = torch.randn((B, *x0.shape[1:]), generator=g)[lo:lo + b].to(self.device)
-        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # anything else random (label dropout)
+        if y is not None and cfg.model.class_dropout > 0:
+            y = self.label_dropout(y, step)
+        torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # nothing should draw from it; if it does, still exact
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(step)
         fn = Denoiser(self.net, cfg.model.conditioning, mask, y=None if y is None else y.to(self.device))
         with self.autocast:
             loss = self.diffusion.training_losses(fn, x0, mask, t, noise=noise)["loss"].float().mean()
-        if not torch.isfinite(loss):
+        mean_loss, nonfinite, stop = self.agree(loss)
+        if nonfinite:  # every rank raises here, before the gradient all-reduce
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {step + 1}; the last good checkpoint stays in {self.store.dir}. "
-                "Lower train.lr or check the data.")
+                f"loss is not finite at step {step + 1} (on {'some rank' if self.world > 1 else 'this process'}); "
+                f"the last good checkpoint stays in {self.store.dir}. Lower train.lr or check the data.")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
@@ -191,41 +242,48 @@ class Trainer:
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                 e.lerp_(p, 1.0 - cfg.train.ema_decay)
-        loss = loss.detach()
-        if self.world > 1:  # report the global mean loss
-            dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-        return loss.item(), gnorm.item()
+        return {"loss": mean_loss, "grad_norm": gnorm.item(), "gen_frac": full.float().mean().item(), "stop": stop}
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict:
         cfg = self.cfg.train
         self.resume()
-        if self.rank == 0:  # the current config (a continued run has a larger train.steps)
-            write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict())
-        log = TrainLog(self.run_dir / "train_log.jsonl", active=self.rank == 0)
+        if self.rank == 0:  # standalone: writes it; under the launcher (which wrote it): only checks it
+            write_config(self.run_dir, self.cfg)
+        log = TrainLog(self.layout.train_log, active=self.rank == 0)
         log.truncate_after(self.step)
+        if self.step:
+            log.write(event="resumed", step=self.step)
         tokens = cfg.batch_size * self.cfg.data.frames * (self.cfg.model.size // self.cfg.model.patch) ** 2
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0,
                    desc=f"train {self.run_dir.name}", dynamic_ncols=True)
-        losses, gnorms, t0, last = [], [], time.perf_counter(), None
-        while self.step < cfg.steps:
-            loss, gnorm = self.train_step(self.step)
+        rows, t0, last, stop = [], time.perf_counter(), None, False
+        while self.step < cfg.steps and not stop:
+            row = self.train_step(self.step)
             self.step += 1
-            losses.append(loss)
-            gnorms.append(gnorm)
+            rows.append(row)
+            stop = row["stop"]
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
                 dt = time.perf_counter() - t0
                 self.wall += dt
-                last = sum(losses) / len(losses)
-                log.write(step=self.step, loss=last, lr=self.lr_at(self.step - 1), grad_norm=max(gnorms),
-                          tokens_per_s=tokens * len(losses) / dt, wall_time=self.wall)
+                last = sum(r["loss"] for r in rows) / len(rows)
+                log.write(step=self.step, loss=last, lr=self.lr_at(self.step - 1),
+                          grad_norm=max(r["grad_norm"] for r in rows),
+                          gen_frac=sum(r["gen_frac"] for r in rows) / len(rows),
+                          tokens_per_s=tokens * len(rows) / dt, wall_time=self.wall)
                 bar.set_postfix(loss=f"{last:.4f}")
-                losses, gnorms, t0 = [], [], time.perf_counter()
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                rows, t0 = [], time.perf_counter()
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
                 self.save()
         bar.close()
-        return {"run_dir": str(self.run_dir), "step": self.step, "loss": last, "wall_time": self.wall}
+        if stop:
+            log.write(event="preempted", step=self.step)
+            if self.rank == 0:
+                print(f"stop requested: finished step {self.step}, saved {self.store.dir / 'last.pt'}",
+                      file=sys.stderr, flush=True)
+        return {"run_dir": str(self.run_dir), "step": self.step, "loss": last, "wall_time": self.wall,
+                "preempted": stop}
 
 
 class TrainLog:
@@ -255,13 +313,15 @@ class TrainLog:
             f.write(json.dumps(row) + "\n")
 
 
-def main(cfg: RunConfig | None = None, run_dir=None, *, progress: bool = True) -> dict:
-    """Train (or resume) one run in ``run_dir``; returns the final step, loss and wall time."""
+def main(cfg: RunConfig | None = None, run_dir=None, *, progress: bool = True, stop=None) -> dict:
+    """Train (or resume) one run in ``run_dir``; returns the final step, loss, wall time and whether it
+    stopped early. ``stop``: an object with ``is_set()`` (a ``threading.Event``); once set, the step in
+    progress is finished, checkpointed, and ``main`` returns with ``preempted=True``."""
     cfg = cfg or RunConfig()
     run_dir = Path(run_dir or Path("results/runs/adhoc") / cfg.run_id())
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return Trainer(cfg, run_dir, progress=progress).fit()
+        return Trainer(cfg, run_dir, progress=progress, stop=stop).fit()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -290,7 +350,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args) -> RunConfig:
     """The run dir's saved config (when resuming) or the defaults, with --data, --set, --steps, --ckpt-every on top."""
-    saved = Path(args.run_dir or "") / "config.json"
+    saved = RunLayout(args.run_dir or ".").config
     cfg = load_config(saved) if args.run_dir and saved.exists() else RunConfig()
     overrides = vdt_cli.overrides(args)
     if args.steps is not None:
