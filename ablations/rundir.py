@@ -93,8 +93,9 @@ def prepare(run_dir, config: dict, run_info: dict) -> None:
     layout = RunLayout(run_dir)
     layout.logs.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, RunConfig.from_dict(config))
-    if read_json(layout.run_info) != run_info:
-        write_json(layout.run_info, run_info)
+    info = read_json(layout.run_info, {})  # keeps what training added (skipped_videos)
+    if {**info, **run_info} != info:
+        write_json(layout.run_info, {**info, **run_info})
     if not layout.state.exists():
         update_state(run_dir)
 

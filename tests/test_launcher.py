@@ -163,7 +163,8 @@ def test_run_held_by_a_live_job_is_watched_not_started_twice(tmp_path):
     beat = rundir.Heartbeat(d, "777").__enter__()
 
     def other_job_finishes():
-        rundir.write_json(d / "eval.json", {"step": 4, "tasks": {"predict": {"metrics": {}}}})
+        rundir.write_json(d / "eval.json", {"step": 4, "tasks": {"predict": {"metrics": {}}},
+                                            "eval": json.loads(json.dumps(spec.cfg.to_dict()["eval"]))})
         rundir.update_state(d, state="done", step=4)
         beat.__exit__(None, None, None)
         held.release()
@@ -247,8 +248,8 @@ def test_usr2_saves_the_step_in_progress_and_a_stop_in_evaluation_resumes_evalua
     assert state["state"] == "done" and state["attempts"] == 3 and state["step"] == 6
     log = [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
-    assert [(r["event"], r["step"]) for r in log if "event" in r] == [("preempted", 3), ("resumed", 3),
-                                                                      ("resumed", 6)]
+    # attempt 3 found training finished: it resumed nothing, so it logs no "resumed"
+    assert [(r["event"], r["step"]) for r in log if "event" in r] == [("preempted", 3), ("resumed", 3)]
     vdt.train.main(spec.cfg, tmp_path / "uninterrupted", progress=False)
     assert_same_weights(weights(d), weights(tmp_path / "uninterrupted"))
 
@@ -258,10 +259,12 @@ def test_done_needs_a_complete_eval_json_for_the_final_step(tmp_path):
     d = tmp_path / "conditioning" / spec.run_id
     rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
     rundir.update_state(d, state="done", step=4, attempts=1)
-    for ev, done in [({"step": 4, "tasks": {}}, False),  # a task missing
+    made_by = json.loads(json.dumps(spec.cfg.to_dict()["eval"]))
+    for ev, done in [({"step": 4, "tasks": {}, "eval": made_by}, False),  # a task missing
                      ({"step": 2, "tasks": {"predict": {"metrics": {}}}}, False),  # an earlier checkpoint's
                      ({"step": 4, "tasks": {"predict": {}}, "eval": {"num_videos": 99}}, False),  # other settings
-                     ({"step": 4, "tasks": {"predict": {"metrics": {}}}}, True)]:
+                     ({"step": 4, "tasks": {"predict": {"metrics": {}}}}, False),  # settings not recorded
+                     ({"step": 4, "tasks": {"predict": {"metrics": {}}}, "eval": made_by}, True)]:
         rundir.write_json(d / "eval.json", ev)
         groups = launcher.classify([spec], tmp_path / "conditioning", retry_failed=False)
         assert (groups["done"] == [spec]) is done and (groups["todo"] == [spec]) is not done, ev

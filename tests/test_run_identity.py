@@ -9,6 +9,7 @@ import json
 import pytest
 
 from ablations import run, rundir, sweeps
+from vdt.config import ConfigError
 from vdt.layout import why_not_evaluated
 
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
@@ -68,8 +69,8 @@ def test_prepare_keeps_the_training_config_and_takes_new_eval_settings(tmp_path)
     assert rundir.read_json(tmp_path / "config.json")["eval"]["num_videos"] == 5
     info = rundir.read_json(tmp_path / "run.json")
     assert info["skipped_videos"]["skipped"] == 1 and info["overrides"]["eval.num_videos"] == "5"
-    other = spec("train.steps=5")
-    with pytest.raises(RuntimeError, match="different config"):
+    other = spec("train.lr=0.5")
+    with pytest.raises(ConfigError, match="different training config"):
         rundir.prepare(tmp_path, other.cfg.to_dict(), other.run_info())
 
 

@@ -252,7 +252,7 @@ class Trainer:
             write_config(self.run_dir, self.cfg)
         log = TrainLog(self.layout.train_log, active=self.rank == 0)
         log.truncate_after(self.step)
-        if self.step:
+        if 0 < self.step < cfg.steps:  # a finished run started again (to re-evaluate) resumes nothing
             log.write(event="resumed", step=self.step)
         tokens = cfg.batch_size * self.cfg.data.frames * (self.cfg.model.size // self.cfg.model.patch) ** 2
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0,
