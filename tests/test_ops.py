@@ -129,3 +129,14 @@ def test_inductor_compiled_model_matches_eager(heads):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-4)  # float32 sums in another order
+
+
+def test_kernel_source_is_built_from_the_cache_folder_whatever_the_checkout(tmp_path):
+    """Two checkouts sharing ~/.cache/vdt must not rebuild each other's kernels: the build names a copy of the
+    source inside the build folder, the same path from every checkout, rewritten only when it differs."""
+    src = cpu_kernels.build_source(tmp_path)
+    assert src.parent == tmp_path and src.read_bytes() == cpu_kernels.SOURCE.read_bytes()
+    stamp = src.stat().st_mtime_ns
+    assert cpu_kernels.build_source(tmp_path) == src and src.stat().st_mtime_ns == stamp
+    src.write_text("// stale")
+    assert cpu_kernels.build_source(tmp_path).read_bytes() == cpu_kernels.SOURCE.read_bytes()

@@ -6,8 +6,8 @@
   at a higher share of the peak (benchmarks/bench_kernels.py).
 - ``gelu_tanh(h)``: the tanh-GELU, forward and backward, in one pass over memory each way.
 
-tests/test_cpu_kernels.py checks values and gradients against PyTorch's own ops; the README's Performance
-section has the speed figures.
+tests/test_cpu_kernels.py checks values and gradients against PyTorch's own ops; docs/performance.md has the
+speed figures.
 
 The kernels are compiled on first use, once per machine, torch version and source version, by
 torch.utils.cpp_extension (a C++ compiler and ninja; about a minute), into ~/.cache/vdt/ (or
@@ -40,6 +40,18 @@ def build_directory() -> Path:
     return cache / "vdt" / f"{NAME}-torch{torch.__version__}-{digest}"
 
 
+def build_source(build: Path) -> Path:
+    """The source, copied into the build folder: the build then names the same file from every checkout of
+    vdt-bench, and two checkouts sharing the cache don't rebuild each other's kernels."""
+    src = build / SOURCE.name
+    text = SOURCE.read_bytes()
+    if not src.exists() or src.read_bytes() != text:
+        tmp = build / f".{SOURCE.name}.tmp{os.getpid()}"
+        tmp.write_bytes(text)
+        os.replace(tmp, src)
+    return src
+
+
 @functools.cache
 def extension():
     """The compiled kernel module, or None where it can't be used here (warned once, with the reason)."""
@@ -58,7 +70,7 @@ def extension():
         build.mkdir(parents=True, exist_ok=True)
         if not (build / f"{NAME}.so").exists():
             print(f"vdt: building the CPU kernels in {build} (once per machine, about a minute)", file=sys.stderr)
-        return load(NAME, [str(SOURCE)], extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+        return load(NAME, [str(build_source(build))], extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
                     extra_ldflags=["-fopenmp"], build_directory=str(build))
     except Exception as e:  # no compiler, no ninja, a failed build: PyTorch's ops still work
         warnings.warn(f"vdt: the CPU kernels could not be built ({type(e).__name__}: {str(e)[-300:]}); "
