@@ -59,7 +59,8 @@ PROFILES = {
         {
             "model.preset": "VDT-L/2", "data.name": "ucf101", "data.size": 256, "data.frames": 16,
             "data.autoencoder": "sd-vae", "data.num_workers": 8,
-            "diffusion.prediction": "eps",  # the paper's and the official code's (RERV/VDT, DiT's create_diffusion)
+            # eps, as the paper and the official code (RERV/VDT diffusion/__init__.py: predict_xstart=False -> EPSILON)
+            "diffusion.prediction": "eps",
             "train.steps": 400_000, "train.batch_size": 64, "train.lr": 1e-4, "train.warmup": 1000,
             "train.ema_decay": 0.9999, "train.log_every": 100, "train.ckpt_every": 5000,
             "eval.num_videos": 2048, "eval.batch_size": 64, "eval.sample_steps": 100,
