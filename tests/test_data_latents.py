@@ -25,16 +25,9 @@ def _cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    model = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                          up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                          latent_channels=4, sample_size=32)
-    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
-    model.save_pretrained(path)
-    return path
+def vae_dir(tiny_vae):
+    """A tiny random-weight diffusers AutoencoderKL (tests/conftest.py)."""
+    return tiny_vae
 
 
 @pytest.fixture

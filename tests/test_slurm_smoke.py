@@ -8,18 +8,17 @@ CI=true, where a missing cluster is a failure (as in tests/test_slurm.py).
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from test_smoke import (
     ROOT,
-    SWEEP,
     check_evaluated,
     check_report,
     check_trained,
     launch_cmd,
+    report,
     smoke_env,
     smoke_run_dir,
     smoke_sets,
@@ -53,10 +52,5 @@ def test_smoke_profile_end_to_end_on_slurm(smoke_ucf, tiny_vae, tmp_path):
     check_trained(d, tmp_path / "cache")
     ev = check_evaluated(d)
 
-    out = tmp_path / "report"
-    p = subprocess.run([sys.executable, str(ROOT / "metrics" / "report.py"), "--results", str(results),
-                        "--sweep", SWEEP, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    check_report(out, ev)
+    check_report(report(results, tmp_path / "report", env), ev)
     print(f"smoke on SLURM: {time.time() - t0:.0f} s")

@@ -108,6 +108,15 @@ def table_cell(table_md: str, task: str, variant: str, metric: str) -> str:
     return row[col]
 
 
+def report(results: Path, out: Path, env: dict) -> Path:
+    """``python metrics/report.py`` on the smoke sweep's runs; returns the report folder."""
+    p = subprocess.run([sys.executable, str(ROOT / "metrics" / "report.py"), "--results", str(results),
+                        "--sweep", SWEEP, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return out
+
+
 def check_report(out: Path, ev: dict) -> None:
     """The page opens (every file it links exists) and the table shows each metric the run computed, at its value;
     a metric the run could not compute shows no number."""
@@ -142,10 +151,5 @@ def test_smoke_profile_end_to_end(smoke_ucf, tiny_vae, tmp_path):
     check_trained(d, tmp_path / "cache")
     ev = check_evaluated(d)
 
-    out = tmp_path / "report"
-    p = subprocess.run([sys.executable, str(ROOT / "metrics" / "report.py"), "--results", str(results),
-                        "--sweep", SWEEP, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    check_report(out, ev)
+    check_report(report(results, tmp_path / "report", env), ev)
     print(f"smoke: launch (train + evaluate) {t_launch:.0f} s, total {time.time() - t0:.0f} s")
