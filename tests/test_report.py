@@ -610,5 +610,12 @@ def test_report_modules_import_no_model_training_or_torch():
             for name in names:
                 top = name.split(".")[0]
                 assert top not in ("torch", "ablations", "torchmetrics", "lpips"), (path.name, name)
-                assert top != "vdt" or name.startswith("vdt.layout."), (path.name, name)  # the run-dir file names
+                # vdt's run-dir file names, and the entry points' shared parser and input errors (no torch)
+                assert top != "vdt" or (name + ".").startswith(("vdt.layout.", "vdt.cli.", "vdt.errors.")), (path.name, name)
                 assert top != "metrics" or name.split(".")[1].startswith("report"), (path.name, name)
+
+
+def test_report_runs_without_importing_torch():
+    code = "import sys; import metrics.report; assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
