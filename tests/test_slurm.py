@@ -176,14 +176,16 @@ def test_preempted_run_saves_the_step_requeues_resumes_there_and_matches_an_unin
 
 
 def test_failing_and_cancelled_jobs_are_reported_and_do_not_hang(tmp_path):
-    # 1. The job raises (no such dataset): failed, with its log and the error's last lines.
+    # 1. The job raises (a dataset folder with no videos; a missing folder is refused before submitting):
+    # failed, with its log and the error's last lines.
     t0 = time.time()
-    bad = TINY + ["data.name=ucf101", "data.root=/nonexistent/ucf101"]
+    (tmp_path / "empty_ucf").mkdir()
+    bad = TINY + ["data.name=ucf101", f"data.root={tmp_path / 'empty_ucf'}"]
     p = launch(tmp_path, ["adaln"], sets=bad, timeout=240)
     d = run_dir(tmp_path, "adaln", bad)
     state = rundir.read_state(d)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert state["state"] == "failed" and "the root folder does not exist" in state["error"]
+    assert state["state"] == "failed" and "no class folders with videos" in state["error"]
     assert f"FAILED {d.name} (adaln, seed 0): log {state['log']}" in p.stdout
     assert "DatasetLayoutError" in p.stdout and "DatasetLayoutError" in Path(state["log"]).read_text()
     print(f"failing job reported after {time.time() - t0:.0f} s")
