@@ -95,10 +95,15 @@ def save(fig, stem: Path) -> list:
     return paths
 
 
+def nonempty(series: dict) -> dict:
+    """variant -> its non-empty (x, y) curves; variants with none are left out."""
+    series = {v: [c for c in curves if len(c[0])] for v, curves in series.items()}
+    return {v: curves for v, curves in series.items() if curves}
+
+
 def plot_bands(series: dict, stem: Path, *, xlabel: str, ylabel: str, title: str, variants: list) -> list:
     """One line per variant (mean over seeds) with a min-max band over seeds; returns [png, pdf] or []."""
-    series = {v: [c for c in curves if len(c[0])] for v, curves in series.items()}
-    series = {v: curves for v, curves in series.items() if curves}
+    series = nonempty(series)
     if not series:
         return []
     colour = colours(variants)
@@ -123,8 +128,7 @@ def plot_bands(series: dict, stem: Path, *, xlabel: str, ylabel: str, title: str
 def plot_x0(series: dict, lines: dict, stem: Path, *, task: str, variants: list) -> list:
     """PSNR of the one-step clean-frame estimate against the noise level t: one line per variant (mean over seeds,
     min-max band) and each baseline's PSNR (``lines``: label -> dB) as a horizontal line; [png, pdf] or []."""
-    series = {v: [c for c in curves if len(c[0])] for v, curves in series.items()}
-    series = {v: curves for v, curves in series.items() if curves}
+    series = nonempty(series)
     if not series:
         return []
     colour = colours(variants)
