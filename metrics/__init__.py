@@ -16,7 +16,7 @@ The function `metrics.fvd.fvd` is not re-exported: binding it here would shadow 
 submodule, and `from metrics import fvd` must give the module.
 
 The names are imported lazily (PEP 562 ``__getattr__``): ``metrics/report.py`` reads result
-files only and must not pay for torch, torchmetrics and lpips by importing this package.
+files only and must not pay for torch and lpips by importing this package.
 
 Weights are never downloaded; a missing file raises `WeightsMissingError` (metrics.weights).
 """

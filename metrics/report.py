@@ -153,7 +153,8 @@ def results_caption(sweep: str, method: str, n_boot: int, seed: int, mask_column
             f"{report_stats.MIN_SEEDS}; with fewer seeds the cell shows the min–max range over the seeds, which is "
             "not a confidence interval. Best mean per task in bold. Baseline rows: trivial fills of the generated "
             "region, scored on the same test clips; reference row: the FVD between two disjoint real sets of the "
-            "same N under the same protocol, the floor that sampling noise alone gives.")
+            "same N under the same protocol: the floor of an unconditional model; a conditioned one shares its given "
+            "frames with the reference clips and can score below it, as the copy baseline does.")
     if fallback:
         text += " Cells marked † use the percentile method: BCa is undefined when every seed gives the same value."
     if mask_columns:

@@ -20,7 +20,7 @@ from metrics.report_runs import is_copy_baseline
 METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "fvd": "FVD", "loss": "loss"}
 MISSING = "—"  # a metric no run of this row produced
 NOMINAL, MEASURED = "mask ratio (nominal)", "generated share (measured)"
-REFERENCE_LABELS = {"fvd_real_vs_real": "real vs real (FVD floor)"}  # eval.json references, by name
+REFERENCE_LABELS = {"fvd_real_vs_real": "real vs real (disjoint test sets)"}  # eval.json references, by name
 
 
 def reference_row(name: str, value: float) -> tuple:
@@ -225,13 +225,13 @@ def baseline_verdicts(agg: pd.DataFrame, metrics: list, directions: dict, baseli
 
 
 def fvd_beside_references(row, baselines: dict, references: dict) -> list:
-    """['FVD 120 [110, 130]; real-vs-real floor 31; copy nearest given frame 150'] or [] without an FVD."""
+    """['FVD 120 [110, 130]; real vs real 31; copy nearest given frame 150'] or [] without an FVD."""
     if "fvd_mean" not in row or not math.isfinite(row["fvd_mean"]):
         return []
     ci = interval_of(row, "fvd")
     text = f"FVD {format_interval(ci, ci.n, 1)}"
     floor = references.get("fvd_real_vs_real", math.nan)
-    text += f"; real-vs-real floor {floor:.1f}" if math.isfinite(floor) else "; no real-vs-real floor recorded"
+    text += f"; real vs real {floor:.1f}" if math.isfinite(floor) else "; no real-vs-real reference recorded"
     copy = [s["fvd"] for n, s in baselines.items() if is_copy_baseline(n) and math.isfinite(s.get("fvd", math.nan))]
     text += f"; copy nearest given frame {copy[0]:.1f}" if copy else "; no copy-baseline FVD recorded"
     return [text]

@@ -1,5 +1,6 @@
 """Shared fixtures: a miniature UCF-101 of bouncing-shape videos and a tiny random SD-VAE (the smoke profile)."""
 
+import os
 from pathlib import Path
 
 import av
@@ -80,3 +81,16 @@ def smoke_ucf(tmp_path_factory) -> Path:
 def tiny_vae(tmp_path_factory) -> Path:
     """A tiny random-weight SD-VAE saved as a diffusers folder."""
     return write_tiny_vae(tmp_path_factory.mktemp("vae") / "tiny-vae")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_fvd_stats(tmp_path_factory):
+    """FVD reference statistics computed by tests go to a temporary folder, never the user's cache (jobs the tests
+    start inherit the variable)."""
+    old = os.environ.get("VDT_STATS_CACHE")
+    os.environ["VDT_STATS_CACHE"] = str(tmp_path_factory.mktemp("fvd-stats"))
+    yield
+    if old is None:
+        os.environ.pop("VDT_STATS_CACHE", None)
+    else:
+        os.environ["VDT_STATS_CACHE"] = old

@@ -52,7 +52,13 @@ def test_psnr_matches_numpy_per_image():
     expected = 10 * np.log10(1.0 / mse)
     got = psnr(torch.from_numpy(x), torch.from_numpy(y))
     assert got.shape == (5,)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)  # torchmetrics: float32 log10
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # the reference we used to import
+    for dtype in (torch.float32, torch.float64):
+        a, b = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)
+        ref = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        torch.testing.assert_close(psnr(a, b), ref.to(dtype), rtol=1e-6, atol=0)
+    assert psnr(torch.from_numpy(x), torch.from_numpy(x)).isinf().all()  # identical images
 
 
 @pytest.mark.parametrize("size", [64, 128])

@@ -317,7 +317,7 @@ def test_baselines_and_fvd_references_beside_the_model(built):
     # Old (black_fill, nearest_given_frame) and new (black, nearest) names are one baseline each.
     assert results.count("| predict | baseline: black fill |") == 1
     assert "| predict | baseline: copy nearest given frame |  | 18.50 | 0.5000 | — | 350.0 |" in results
-    assert "| predict | reference: real vs real (FVD floor) |  | — | — | — | 40.0 |" in results
+    assert "| predict | reference: real vs real (disjoint test sets) |  | — | — | — | 40.0 |" in results
     assert "| interpolate | baseline: black fill |  | 14.00 | 0.2500 | — | 900.0 |" in results
     verdicts = section(readme, "### Against the trivial baselines", "### Paired")
     adaln = next(line for line in verdicts.splitlines() if "predict · adaln" in line)
@@ -325,7 +325,7 @@ def test_baselines_and_fvd_references_beside_the_model(built):
     token = next(line for line in verdicts.splitlines() if "predict · token_concat" in line)
     assert "does NOT beat" not in token and "unclear" not in token
     assert "beats black fill (PSNR 30.50 vs 14.00, SSIM 0.8100 vs 0.2500, FVD 300.0 vs 900.0)" in token
-    assert "FVD 300.0 [300.0, 300.0] †" in token and "real-vs-real floor 40.0" in token
+    assert "FVD 300.0 [300.0, 300.0] †" in token and "real vs real 40.0" in token
     assert "copy nearest given frame 350.0" in token
     cross = next(line for line in verdicts.splitlines() if "predict · cross_attn" in line)
     assert "is unclear against black fill" in cross and "fewer than 3 seeds" in cross  # better means, 2 seeds

@@ -22,7 +22,8 @@ from ablations import rundir, sweeps
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
-        "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2"]
+        "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2",
+        "eval.fvd=false"]  # FVD through the launcher is tested in test_launcher.py and test_slurm_smoke.py
 
 
 def cluster_problem() -> str | None:

@@ -1,6 +1,7 @@
 """Training: exact resume (three ways), DDP equivalence, overfitting, checkpoints, bad config."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -48,6 +49,32 @@ def test_resume_is_exact(tmp_path):
     assert {"event": "resumed", "step": 4} in [{k: r[k] for k in ("event", "step")} for r in log if "event" in r]
     assert all({"loss", "lr", "grad_norm", "gen_frac", "tokens_per_s", "wall_time"} <= r.keys()
                for r in log if "loss" in r)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_and_resumes_exactly(tmp_path, monkeypatch):
+    """train.lr_schedule=cosine: linear warmup, then lr * (1 + cos(pi * progress)) / 2, 0 at train.steps; a run
+    killed and resumed at the same train.steps follows the same schedule, bitwise."""
+    cos = ("train.steps=8", "train.lr=1e-3", "train.warmup=2", "train.lr_schedule=cosine", "train.log_every=1")
+    train.main(tiny(*cos), tmp_path / "once", progress=False)
+    logged = [r["lr"] for r in read_log(tmp_path / "once") if "loss" in r]
+    expected = [1e-3 * 0.5, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 6)) for s in range(2, 8)]
+    assert logged == pytest.approx(expected, rel=1e-9)
+    assert logged[2] == pytest.approx(1e-3) and logged[-1] < 0.1 * 1e-3
+    assert all(a > b for a, b in zip(logged[2:-1], logged[3:], strict=True))  # strictly decreasing after warmup
+    # the same run stopped during step 4 and resumed (same train.steps) matches the uninterrupted one
+    stop = threading.Event()
+    real_step = train.Trainer.train_step
+
+    def signalled(self, step):
+        if step == 3:
+            stop.set()
+        return real_step(self, step)
+
+    monkeypatch.setattr(train.Trainer, "train_step", signalled)
+    assert train.main(tiny(*cos), tmp_path / "twice", progress=False, stop=stop)["step"] == 4
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    assert train.main(tiny(*cos), tmp_path / "twice", progress=False, stop=threading.Event())["step"] == 8
+    assert_bitwise_equal(weights(tmp_path / "once"), weights(tmp_path / "twice"))
 
 
 def read_log(run_dir) -> list:

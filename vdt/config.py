@@ -21,6 +21,7 @@ PRESETS = {
     "cpu-tiny": dict(depth=2, hidden=64, heads=4, patch=2),
     "cpu-small": dict(depth=4, hidden=128, heads=4, patch=2),
 }
+LR_SCHEDULES = ("constant", "cosine")
 CONDITIONING = ("token_concat", "cross_attn", "adaln")
 MASK_KINDS = (
     "predict", "backward", "interpolate", "unconditional",
@@ -209,6 +210,7 @@ class TrainConfig:
     batch_size: int = 8  # global batch, split over DDP ranks
     lr: float = 3e-4
     warmup: int = 20
+    lr_schedule: str = "constant"  # after warmup: constant | cosine (to 0 at train.steps)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.995
@@ -224,6 +226,8 @@ class TrainConfig:
             _check(getattr(self, k) >= 1, f"train.{k}", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.warmup >= 0, "train.warmup", "must be >= 0")
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+               f"unknown schedule {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
         _check(self.precision in ("auto", "fp32", "bf16"), "train.precision", f"unknown {self.precision!r}")
 

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -177,8 +178,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def lr_at(self, step: int) -> float:
-        warm = self.cfg.train.warmup
-        return self.cfg.train.lr * min(1.0, (step + 1) / warm) if warm else self.cfg.train.lr
+        """Linear warmup over train.warmup steps, then constant, or a cosine that reaches 0 at train.steps."""
+        t = self.cfg.train
+        if step < t.warmup:
+            return t.lr * (step + 1) / t.warmup
+        if t.lr_schedule == "constant":
+            return t.lr
+        progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def load_batch(self, step: int) -> tuple:
         """This rank's slice of global batch ``step``: video (b, T, C, H, W), labels or None."""
