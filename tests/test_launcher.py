@@ -78,6 +78,22 @@ def test_debug_sweep_trains_evaluates_and_writes_the_schema(swept):
     assert not list((results / "conditioning").glob("*/.*.tmp*"))  # atomic writes leave no temp files
 
 
+def test_debug_sweep_reports_fvd_beside_its_references(swept, tmp_path):
+    """The tiny profile's chain to the end: its evaluation's real-I3D FVD, with the real-vs-real and copy-baseline
+    references, reaches the report's table."""
+    from metrics import report
+    results, code, out, err = swept
+    assert code == 0, out + err
+    (tmp_path / "runs").symlink_to(results, target_is_directory=True)  # the report reads <results>/runs/<sweep>/
+    assert report.main(["--results", str(tmp_path), "--sweep", "conditioning", "--bootstrap", "200"]) == 0
+    ev = json.loads((results / "conditioning" / specs()[0].run_id / "eval.json").read_text())["tasks"]["predict"]
+    fvd, floor = ev["metrics"]["fvd"], ev["references"]["fvd_real_vs_real"]
+    assert fvd > 0 and floor > 0 and ev["baselines"]["nearest"]["fvd"] > 0
+    table = (tmp_path / "conditioning" / "table.md").read_text()
+    assert "reference: real vs real (disjoint test sets)" in table and f"{floor:.1f}" in table
+    assert "baseline: copy nearest given frame" in table
+
+
 def test_relaunch_skips_finished_runs(swept):
     results = swept[0]
     before = {p: p.stat().st_mtime_ns for p in (results / "conditioning").glob("*/checkpoints/last.pt")}
