@@ -1,11 +1,14 @@
 """vdt's CPU kernels against PyTorch's, op by op, at the comparison config (one block's worth of work).
 
-    python benchmarks/bench_kernels.py [--threads 2] [--repeats 5]
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 5] [--config comparison|tiny]
+
+--config: the comparison config (depth-4/hidden-128, 32-wide heads, 16 frames of 32x32), or the tiny sweep
+profile's training batch (cpu-tiny: hidden 64, 16-wide heads; 16 clips of 9 frames of 16x16).
 
 For each op, forward and backward, median milliseconds of `repeats` calls after one warm-up, the
 candidates alternating call by call:
 - spatial attention: (B*T, heads, N, hd) strided views of one qkv, as VDTBlock.spatial passes them; vdt's
-  kernel against SDPA (its flash CPU kernel);
+  kernel against SDPA's math backend (what vdt uses where N <= 64 without the kernels) and its flash CPU kernel;
 - temporal attention: (B, N*heads, T, hd) views of (B, T, N, D), as VDTBlock.temporal passes them; vdt's
   kernel against SDPA's math backend (what vdt used before, faster there than flash) and flash;
 - the tanh-GELU on the MLP's (B, T*N, 4D) activation: vdt's kernel against aten's.
@@ -50,6 +53,12 @@ def compare(title, candidates, inputs, repeats):
         print(f"  {name:24s} forward {f:7.1f} ms  backward {b:7.1f} ms  total {f + b:7.1f} ms")
 
 
+CONFIGS = {  # name -> (B, T, N, D, heads)
+    "comparison": (8, 16, 256, 128, 4),  # depth-4/hidden-128: 16 frames of 32x32, patch 2
+    "tiny": (16, 9, 64, 64, 4),  # the tiny profile's step: cpu-tiny, batch 16, 9 frames of 16x16, patch 2
+}
+
+
 def math_sdpa(q, k, v):
     with sdpa_kernel(SDPBackend.MATH):
         return F.scaled_dot_product_attention(q, k, v)
@@ -59,12 +68,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per candidate")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="comparison",
+                        help="the shapes: the comparison config, or the tiny profile's batch (default comparison)")
     args = parser.parse_args(argv)
     if not cpu_kernels.available():
         raise SystemExit("vdt's CPU kernels are not available here (see the warning above, or VDT_CPU_KERNELS)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    B, T, N, D, heads = 8, 16, 256, 128, 4  # depth-4/hidden-128 config: 16 frames of 32x32, patch 2
+    B, T, N, D, heads = CONFIGS[args.config]
     print(f"threads {torch.get_num_threads()}, fp32; B {B}, T {T}, N {N}, D {D}, heads {heads} (hd {D // heads})")
 
     def spatial(attend):
@@ -80,7 +91,8 @@ def main(argv=None):
         return run
 
     compare("spatial attention (per block)",
-            {"vdt kernel": spatial(cpu_kernels.attention), "SDPA (flash)": spatial(F.scaled_dot_product_attention)},
+            {"vdt kernel": spatial(cpu_kernels.attention), "SDPA math backend": spatial(math_sdpa),
+             "SDPA (flash)": spatial(F.scaled_dot_product_attention)},
             [torch.randn(B, T * N, 3 * D)], args.repeats)
     compare("temporal attention (per block)",
             {"vdt kernel": temporal(cpu_kernels.attention), "SDPA math backend": temporal(math_sdpa),

@@ -161,26 +161,35 @@ class Evaluator:
             return {}, {"fvd": f"FVD needs at least 9 frames for I3D; clips have {T}"}
         protocol = fvd.FVDProtocol(weights_sha256=self.i3d_sha, num_frames=T)
         bs, n, total = self.cfg.eval.batch_size, self.n, len(self.sampler.data)
-        first = self._real_stats(protocol, 0, n, lambda: [to_uint8(real)])
-        out, missing = {"model": fvd.fvd_of_videos(first, to_uint8(fake), self.i3d, bs)}, {}
+        refs = {"real": (0, n, lambda: [to_uint8(real)], None)}  # name -> (start, stop, videos, extra)
         if nearest is not None:
-            fill = self._real_stats(protocol, 0, n, lambda: [to_uint8(nearest)], extra=nearest_source)
-            out["nearest"] = dataclasses.replace(fvd.fvd(first, fill), fake_clips=fill.source)
+            refs["nearest"] = (0, n, lambda: [to_uint8(nearest)], nearest_source)
+        missing = {}
         if total >= 2 * n:
-            second = self._real_stats(protocol, n, 2 * n,
-                                      lambda: (to_uint8(x) for x, _ in self.sampler.real_batches(n, 2 * n)))
-            out["real_vs_real"] = dataclasses.replace(fvd.fvd(first, second), fake_clips=second.source)
+            refs["real_vs_real"] = (n, 2 * n, lambda: (to_uint8(x) for x, _ in self.sampler.real_batches(n, 2 * n)),
+                                    None)
         else:
             missing["fvd_real_vs_real"] = (f"two disjoint real sets of N={n} need {2 * n} test clips; the test split "
                                            f"has {total}")
+        # The references depend on no model: a sweep's jobs share them. Each job computes those no other job is
+        # computing now, then its own samples' statistics, then waits for the rest.
+        stats = {name: self._real_stats(protocol, *args, wait=False) for name, args in refs.items()}
+        model = fvd.FeatureStats(protocol)
+        fvd.update_stats(model, to_uint8(fake), self.i3d, bs)
+        stats = {name: s or self._real_stats(protocol, *refs[name], wait=True) for name, s in stats.items()}
+        first = stats.pop("real")
+        out = {"model": fvd.fvd(first, model)}
+        out.update({name: dataclasses.replace(fvd.fvd(first, s), fake_clips=s.source) for name, s in stats.items()})
         return {k: {**r.to_dict(), "uncalibrated": self.uncalibrated} for k, r in out.items()}, missing
 
-    def _real_stats(self, protocol, start: int, stop: int, videos, extra: dict | None = None) -> "fvd.FeatureStats":
-        """I3D statistics of test clips start..stop-1 (or of a fill of them, described by ``extra``), cached."""
+    def _real_stats(self, protocol, start: int, stop: int, videos, extra: dict | None = None,
+                    wait: bool = True) -> "fvd.FeatureStats | None":
+        """I3D statistics of test clips start..stop-1 (or of a fill of them, described by ``extra``), cached; None
+        if ``wait`` is False and another job is computing them now."""
         cache_dir = Path(os.environ.get("VDT_STATS_CACHE", Path.home() / ".cache" / "vdt-bench" / "fvd-stats"))
         source = {**self.sampler.real_clips(start, stop), **(extra or {})}
         return fvd.cached_real_stats(cache_dir, self.cfg.data.name, protocol, source, videos, self.i3d,
-                                     self.cfg.eval.batch_size)
+                                     self.cfg.eval.batch_size, wait=wait)
 
     def x0_psnr_by_t(self, kind: str, masks_cfg, real, mask) -> dict:
         """PSNR (dB, mean over videos) of the model's one-step clean-clip estimate on the generated region, per t.

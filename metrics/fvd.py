@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -349,22 +350,52 @@ def cached_real_stats(
     videos: Callable[[], Iterable[torch.Tensor]],
     detector: Callable,
     batch_size: int = 16,
-) -> FeatureStats:
+    wait: bool = True,
+) -> FeatureStats | None:
     """Real-data statistics, computed once per (dataset, protocol, real_clips) and cached.
 
     `videos()` yields batches (B, T, C, H, W) of real clips; it is only called on a cache
     miss. `real_clips` says how those clips were chosen (split, stride, seed, ...).
+
+    Jobs of one sweep share the work: the file is computed under an exclusive lock
+    (`<file>.lock`), so two jobs that need it at once compute it once. With `wait=False`,
+    returns None when another process holds that lock, i.e. is computing the file now; the
+    caller can do other work and come back with `wait=True`, which blocks until the file is
+    there. Where the file system has no locks, each job computes its own copy, as without one.
     """
     source = {"dataset": dataset, **dict(real_clips)}
     path = real_stats_path(cache_dir, dataset, protocol, real_clips)
-    if path.is_file():
-        stats = FeatureStats.load(path)
-        check_same_protocol(stats.protocol, protocol, f"cached real statistics {path}")
-        if stats.source != json.loads(json.dumps(source)):
-            raise ValueError(f"cached real statistics {path} were made from {stats.source}, not {source}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path.with_name(path.name + ".lock"), wait) as held:
+        if not held:
+            return None
+        if path.is_file():
+            stats = FeatureStats.load(path)
+            check_same_protocol(stats.protocol, protocol, f"cached real statistics {path}")
+            if stats.source != json.loads(json.dumps(source)):
+                raise ValueError(f"cached real statistics {path} were made from {stats.source}, not {source}")
+            return stats
+        stats = FeatureStats(protocol, source)
+        for batch in videos():
+            update_stats(stats, batch, detector, batch_size)
+        stats.save(path)
         return stats
-    stats = FeatureStats(protocol, source)
-    for batch in videos():
-        update_stats(stats, batch, detector, batch_size)
-    stats.save(path)
-    return stats
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, wait: bool):
+    """An exclusive flock on `path` for the block; yields False if `wait` is False and another process holds it.
+    Where flock is not supported (some network file systems), yields True without a lock."""
+    with open(path, "a") as f:
+        held, locked = True, True
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            held = locked = False
+        except OSError:  # ENOLCK, EINVAL: no locks on this file system
+            locked = False
+        try:
+            yield held
+        finally:
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -44,9 +44,11 @@ def assert_matches_sdpa(q, k, v):
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 256, 32), (2, 3, 16, 32), (2, 2, 20, 32), (1, 2, 3, 32),
-                                   (2, 2, 64, 64), (1, 3, 100, 64)])
+                                   (2, 2, 64, 64), (1, 3, 100, 64),
+                                   (16, 8, 9, 16), (6, 4, 64, 16), (1, 2, 3, 16), (2, 2, 101, 16)])
 def test_attention_matches_sdpa(shape):
-    """Lengths that fill whole 16-column tiles and ones that don't, a 64-row block and a ragged one, both widths."""
+    """Lengths that fill whole 16-column tiles and ones that don't, a 64-row block and a ragged one, every width
+    (16: cpu-tiny's heads; its temporal attention is 9 long, its spatial 64; 101 leaves 6-, 2- and 1-row tails)."""
     g = torch.Generator().manual_seed(sum(shape))
     q, k, v = (torch.randn(shape, generator=g) * s for s in (1.5, 1.5, 1.0))
     assert_matches_sdpa(q, k, v)
@@ -135,15 +137,17 @@ def test_ops_route_fp32_cpu_work_to_the_kernels(counting):
     ops.attention(q, k, v)
     ops.gelu_tanh(q)
     assert counting.calls == {"attention_forward": 1, "gelu_forward": 1}
-    ops.attention(*(x[..., :16] for x in (q, k, v)))  # 16-wide heads: SDPA
+    ops.attention(*(x[..., :8] for x in (q, k, v)))  # 8-wide heads: SDPA
     ops.attention(*(x.double() for x in (q, k, v)))  # float64: SDPA
     ops.gelu_tanh(q.double())
     assert counting.calls == {"attention_forward": 1, "gelu_forward": 1}
 
 
-def test_model_step_uses_the_kernels_forward_and_backward(counting):
-    """cpu-small's 32-wide heads: every block's spatial and temporal attention and its GELU, both directions."""
-    cfg = ModelConfig(preset="cpu-small", depth=2, frames=4, size=8)
+@pytest.mark.parametrize("preset", ["cpu-small", "cpu-tiny"])
+def test_model_step_uses_the_kernels_forward_and_backward(counting, preset):
+    """cpu-small's 32-wide and cpu-tiny's 16-wide heads: every block's spatial and temporal attention and its GELU,
+    both directions."""
+    cfg = ModelConfig(preset=preset, depth=2, frames=4, size=8)
     model = VDT(cfg)
     model(torch.randn(2, 4, 3, 8, 8), torch.tensor([1, 500])).square().sum().backward()
     assert counting.calls == {"attention_forward": 4, "attention_backward": 4, "gelu_forward": 2, "gelu_backward": 2}

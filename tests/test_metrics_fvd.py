@@ -196,6 +196,37 @@ def test_real_stats_cache_computes_once(tmp_path):
     assert extractor.calls > calls and len(list(tmp_path.glob("ucf101-*.npz"))) == 2
 
 
+def test_real_stats_computed_once_by_jobs_that_need_them_at_once(tmp_path):
+    """A sweep's two evaluation jobs need the same references: one computes a file under its lock; the other, not
+    waiting, gets None and does other work; waiting, it blocks until the file is there and loads it."""
+    import fcntl
+    import threading
+
+    from metrics.fvd import real_stats_path
+
+    clips, batches = {"split": "test", "seed": 0}, lambda: [random_videos(3, 0)]
+    path = real_stats_path(tmp_path, "sky", PROTOCOL, clips)
+    extractor = PoolExtractor()
+    with open(path.with_name(path.name + ".lock"), "a") as other_job:  # another open file: another lock owner
+        fcntl.flock(other_job, fcntl.LOCK_EX)
+        assert cached_real_stats(tmp_path, "sky", PROTOCOL, clips, batches, extractor, wait=False) is None
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(
+            cached_real_stats(tmp_path, "sky", PROTOCOL, clips, batches, extractor, wait=True)))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive() and not got  # blocked on the lock
+        written = FeatureStats(PROTOCOL, {"dataset": "sky", **clips})  # what the other job computes
+        written.update(np.arange(24.0).reshape(2, 12) ** 0.5)
+        written.save(path)
+        fcntl.flock(other_job, fcntl.LOCK_UN)
+        waiter.join(timeout=30)
+    assert extractor.calls == 0  # neither call ran I3D: the first gave up, the second loaded the other job's file
+    np.testing.assert_array_equal(got[0].mean, written.mean)
+    # Unlocked and cached: wait=False loads it too.
+    assert cached_real_stats(tmp_path, "sky", PROTOCOL, clips, batches, extractor, wait=False).n == 2
+
+
 def test_real_stats_cache_refuses_tampered_file(tmp_path):
     clips = {"split": "test", "seed": 0}
     batches = lambda: [random_videos(3, 0)]

@@ -1,9 +1,9 @@
 """vdt's fp32 kernels for x86 CPUs with AVX2 (vdt/csrc/cpu_kernels.cpp), as torch ops with autograd.
 
 - ``attention(q, k, v)``: exact softmax(q k^T / sqrt(hd)) v, forward and backward, the same function as
-  F.scaled_dot_product_attention. VDT's heads are 32 wide, and at that width PyTorch's CPU attention kernels
-  reach about half the matmul peak; this kernel keeps each (batch, head) task in cache and runs its products
-  at a higher share of the peak (benchmarks/bench_kernels.py).
+  F.scaled_dot_product_attention, for 16-, 32- and 64-wide heads. VDT's heads are 32 wide (cpu-tiny's 16), and
+  at those widths PyTorch's CPU attention kernels reach a fraction of the matmul peak; this kernel keeps each
+  (batch, head) task in cache and runs its products at a higher share of the peak (benchmarks/bench_kernels.py).
 - ``gelu_tanh(h)``: the tanh-GELU, forward and backward, in one pass over memory each way.
 
 tests/test_cpu_kernels.py checks values and gradients against PyTorch's own ops; docs/performance.md has the
@@ -30,7 +30,7 @@ from torch import Tensor
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
 NAME = "vdt_cpu_kernels"
-HEAD_DIMS = (32, 64)
+HEAD_DIMS = (16, 32, 64)
 
 
 def build_directory() -> Path:
@@ -90,7 +90,7 @@ def supports(x: Tensor) -> bool:
 
 
 def supports_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether attention(q, k, v) takes the kernel: 4-d self-attention shapes, 32- or 64-wide heads."""
+    """Whether attention(q, k, v) takes the kernel: 4-d self-attention shapes, 16-, 32- or 64-wide heads."""
     return q.dim() == 4 and q.shape == k.shape == v.shape and q.shape[-1] in HEAD_DIMS and supports(q)
 
 

@@ -3,7 +3,7 @@ form computes the same function (to float32 rounding); tests/test_ops.py and tes
 
 Which form is fastest where, as measured with ``python benchmarks/bench_kernels.py`` and
 ``python benchmarks/bench_model_speed.py [--compile]`` (figures and machine in docs/performance.md):
-- fp32 on an AVX2 CPU: vdt's own kernels (vdt/cpu_kernels.py) for attention with 32- or 64-wide heads (the
+- fp32 on an AVX2 CPU: vdt's own kernels (vdt/cpu_kernels.py) for attention with 16-, 32- or 64-wide heads (the
   spatial and the temporal attention) and for the GELU, eager or compiled. They are faster there than
   PyTorch's CPU kernels.
 - Elsewhere (CUDA, other dtypes or head widths, or the kernels unavailable), PyTorch's ops: SDPA for

@@ -1,8 +1,9 @@
 // Two fp32 kernels for AVX2 CPUs, forward and backward: exact softmax attention, softmax(q k^T / sqrt(hd)) v,
 // and the tanh-GELU.
 //
-// Attention. Why it exists: VDT's heads are 32 wide. The products q k^T and dO v^T then have an inner dimension of 32,
-// and PyTorch's CPU attention kernels reach about half the machine's matmul peak on them. Here every
+// Attention. Why it exists: VDT's heads are 32 wide (cpu-tiny's 16). The products q k^T and dO v^T then have an
+// inner dimension of 32 (16), and PyTorch's CPU attention kernels reach a fraction of the machine's matmul peak on
+// them (about half at 32). Here every
 // (batch, head) task runs in one thread on data that stays in its L1/L2 cache, through register-tiled
 // FMA micro-kernels; what is left beside the products is mostly the exponentials.
 //
@@ -128,11 +129,43 @@ inline void tile_nn32x1(const float* A, int64_t ak, const float* B, int64_t ldb,
   _mm256_storeu_ps(C, x0); _mm256_storeu_ps(C + 8, x1); _mm256_storeu_ps(C + 16, x2); _mm256_storeu_ps(C + 24, x3);
 }
 
+// C[i][0:16] (+)= sum_k A[i * ai + k * ak] * B[k * ldb + 0:16] for ROWS rows i, k < K: the 16-wide heads' tile.
+// Two vectors per row, so six rows fit the 12 accumulators of the 32-wide tile; the compiler keeps a fixed-size
+// array of them in registers once the row loops are unrolled (ROWS is a constant).
+template <int ROWS>
+inline void tile_nn16(const float* A, int64_t ai, int64_t ak, const float* B, int64_t ldb, float* C, int64_t ldc,
+                      int K, bool accumulate) {
+  __m256 x0[ROWS], x1[ROWS];
+  for (int r = 0; r < ROWS; ++r) {
+    x0[r] = accumulate ? _mm256_loadu_ps(C + r * ldc) : _mm256_setzero_ps();
+    x1[r] = accumulate ? _mm256_loadu_ps(C + r * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(B + k * ldb), b1 = _mm256_loadu_ps(B + k * ldb + 8);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * ai + k * ak);
+      x0[r] = _mm256_fmadd_ps(a, b0, x0[r]);
+      x1[r] = _mm256_fmadd_ps(a, b1, x1[r]);
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    _mm256_storeu_ps(C + r * ldc, x0[r]);
+    _mm256_storeu_ps(C + r * ldc + 8, x1[r]);
+  }
+}
+
 // C (M x HD, rows at stride ldc) (+)= A (M x K, element (i, k) at i * ai + k * ak) . B (K x HD, rows at ldb).
 // ai = lda, ak = 1 is A; ai = 1, ak = lda is A^T.
 template <int HD>
 void gemm_nn(const float* A, int64_t ai, int64_t ak, const float* B, int64_t ldb, float* C, int64_t ldc, int M, int K,
              bool accumulate) {
+  if constexpr (HD == 16) {
+    int i = 0;
+    for (; i + 6 <= M; i += 6) tile_nn16<6>(A + i * ai, ai, ak, B, ldb, C + i * ldc, ldc, K, accumulate);
+    for (; i + 2 <= M; i += 2) tile_nn16<2>(A + i * ai, ai, ak, B, ldb, C + i * ldc, ldc, K, accumulate);
+    for (; i < M; ++i) tile_nn16<1>(A + i * ai, ai, ak, B, ldb, C + i * ldc, ldc, K, accumulate);
+    return;
+  }
   for (int col = 0; col < HD; col += 32) {
     int i = 0;
     for (; i + 3 <= M; i += 3) tile_nn32x3(A + i * ai, ai, ak, B + col, ldb, C + i * ldc + col, ldc, K, accumulate);
@@ -324,9 +357,10 @@ std::vector<at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor&
   auto o = heads_last(q);
   auto lse = at::empty({q.size(0), q.size(1), L}, q.options());
   const float scale = 1.f / std::sqrt(float(hd));
-  if (hd == 32) forward_impl<32>(View(q), View(k), View(v), View(o), lse.data_ptr<float>(), tasks, L, scale);
+  if (hd == 16) forward_impl<16>(View(q), View(k), View(v), View(o), lse.data_ptr<float>(), tasks, L, scale);
+  else if (hd == 32) forward_impl<32>(View(q), View(k), View(v), View(o), lse.data_ptr<float>(), tasks, L, scale);
   else if (hd == 64) forward_impl<64>(View(q), View(k), View(v), View(o), lse.data_ptr<float>(), tasks, L, scale);
-  else TORCH_CHECK(false, "head dim ", hd, ": this kernel takes 32 or 64");
+  else TORCH_CHECK(false, "head dim ", hd, ": this kernel takes 16, 32 or 64");
   return {o, lse};
 }
 
@@ -341,13 +375,16 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& dout, const at::Ten
   const int L = q.size(2);
   auto dq = heads_last(q), dk = heads_last(q), dv = heads_last(q);
   const float scale = 1.f / std::sqrt(float(hd));
-  if (hd == 32)
+  if (hd == 16)
+    backward_impl<16>(View(dout), View(q), View(k), View(v), View(o), lse.data_ptr<float>(), View(dq), View(dk),
+                      View(dv), tasks, L, scale);
+  else if (hd == 32)
     backward_impl<32>(View(dout), View(q), View(k), View(v), View(o), lse.data_ptr<float>(), View(dq), View(dk),
                       View(dv), tasks, L, scale);
   else if (hd == 64)
     backward_impl<64>(View(dout), View(q), View(k), View(v), View(o), lse.data_ptr<float>(), View(dq), View(dk),
                       View(dv), tasks, L, scale);
-  else TORCH_CHECK(false, "head dim ", hd, ": this kernel takes 32 or 64");
+  else TORCH_CHECK(false, "head dim ", hd, ": this kernel takes 16, 32 or 64");
   return {dq, dk, dv};
 }
 
