@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ablations import rundir, status
 from ablations.job import SweepJob
+from vdt.layout import RunLayout
 
 EXECUTORS = ("auto", "slurm", "local", "inline", "debug")
 VANISH_CHECK_S = 30.0
@@ -300,12 +301,19 @@ class Watcher:
 
 
 def classify(specs: list, sweep_dir: Path, retry_failed: bool) -> dict:
-    """Prepare each run dir and sort the runs: done, failed (kept), alive (a job holds it), todo."""
+    """Prepare each run dir and sort the runs: done, failed (kept), alive (a job holds it), todo. A run not yet
+    started here that another sweep has finished with the same training config is taken from there."""
     out = {"done": [], "failed": [], "alive": [], "todo": []}
     for spec in specs:
         d = sweep_dir / spec.run_id
         rundir.prepare(d, spec.cfg.to_dict(), spec.run_info())
         state = rundir.read_state(d)
+        fresh = state["state"] == "pending" and not RunLayout(d).checkpoints.exists()
+        twin = rundir.trained_twin(d) if fresh else None
+        if twin is not None:
+            rundir.adopt(d, twin)
+            state = rundir.read_state(d)
+            print(f"reuse   {spec.run_id} {spec.variant} seed={spec.seed}: trained in {twin}")
         if state["state"] == "done" and rundir.evaluated(d):
             out["done"].append(spec)
         elif status.job_alive(d, state):

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -98,6 +99,50 @@ def prepare(run_dir, config: dict, run_info: dict) -> None:
         write_json(layout.run_info, {**info, **run_info})
     if not layout.state.exists():
         update_state(run_dir)
+
+
+def trained_twin(run_dir) -> Path | None:
+    """A finished run of the same training config in another sweep of the same results folder, or None.
+
+    Sweeps share runs: the ``prediction`` sweep's ``v`` runs are the ``conditioning`` sweep's ``token_concat``
+    runs, and such a run has the same id (the hash of its training config) in both sweep folders."""
+    run_dir = Path(run_dir)
+    training = lambda cfg: {k: v for k, v in cfg.items() if k != "eval"}  # noqa: E731
+    ours = training(read_json(RunLayout(run_dir).config, {}))
+    for other in sorted(run_dir.parent.parent.glob(f"*/{run_dir.name}")):
+        if other.resolve() == run_dir.resolve() or not RunLayout(other).last_ckpt.exists():
+            continue
+        if read_state(other)["state"] == "done" and training(read_json(RunLayout(other).config, {})) == ours:
+            return other
+    return None
+
+
+def adopt(run_dir, twin) -> None:
+    """Give run_dir its twin's training and evaluation (``trained_twin``), instead of training it again.
+
+    Checkpoints and cached samples are hard links (their writers replace files by rename, never in place), where
+    the file system allows; the log, eval.json, eval_parts and samples are copies. config.json and run.json stay
+    this sweep's, run.json naming the twin (``reused_from``). If this sweep's eval settings differ, the run is
+    not 'evaluated' yet, and its job re-evaluates it without training."""
+    src, dst = RunLayout(twin), RunLayout(run_dir)
+    for name, link in (("checkpoints", True), ("eval_cache", True), ("eval_parts", False), ("samples", False)):
+        if getattr(src, name).is_dir():
+            shutil.copytree(getattr(src, name), getattr(dst, name), dirs_exist_ok=True,
+                            copy_function=_link_or_copy if link else shutil.copy2)
+    for name in ("train_log", "eval_json"):
+        if getattr(src, name).exists():
+            shutil.copy2(getattr(src, name), getattr(dst, name))
+    write_json(dst.run_info, {**read_json(dst.run_info, {}), "reused_from": str(twin)})
+    update_state(run_dir, state="done", step=read_state(twin)["step"], error=None)
+
+
+def _link_or_copy(src, dst) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(dst)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links: copy
+        shutil.copy2(src, dst)
 
 
 def why_not_evaluated(run_dir) -> str | None:

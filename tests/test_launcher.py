@@ -105,6 +105,40 @@ def test_relaunch_skips_finished_runs(swept):
         assert rundir.read_state(results / "conditioning" / spec.run_id)["attempts"] == 1
 
 
+def test_a_run_another_sweep_finished_is_reused_not_retrained(swept):
+    """prediction's v runs are conditioning's token_concat runs (same training config, same id): the prediction
+    sweep takes the finished run, weights and scores, instead of training it again; asked for other eval settings,
+    it re-evaluates the reused run without training."""
+    results = swept[0]
+    twin = results / "conditioning" / specs(["token_concat"])[0].run_id
+
+    def predict_sweep(*sets):
+        argv = ["--sweep", "prediction", "--variants", "v", "--seeds", "0", "--results", str(results),
+                "--executor", "debug", "--no-progress", "--poll-s", "0.05", "--set", *TINY, *sets]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert run.main(argv) == 0
+        return out.getvalue()
+
+    out = predict_sweep()
+    d = results / "prediction" / twin.name
+    assert f"reuse   {twin.name} v seed=0: trained in {twin}" in out and "1 runs (1 done" in out
+    assert_same_weights(weights(d), weights(twin))
+    assert (d / "checkpoints" / "last.pt").stat().st_ino == (twin / "checkpoints" / "last.pt").stat().st_ino
+    assert (d / "eval.json").read_text() == (twin / "eval.json").read_text()
+    info = json.loads((d / "run.json").read_text())
+    assert info["sweep"] == "prediction" and info["variant"] == "v" and info["reused_from"] == str(twin)
+    log = (d / "train_log.jsonl").read_text()
+    assert log == (twin / "train_log.jsonl").read_text()
+
+    out = predict_sweep("eval.sample_steps=3")  # other eval settings: evaluate again, don't train
+    assert "reuse" not in out and "1 to run" in out
+    assert (d / "train_log.jsonl").read_text() == log
+    assert json.loads((d / "eval.json").read_text())["eval"]["sample_steps"] == 3
+    assert json.loads((twin / "eval.json").read_text())["eval"]["sample_steps"] == 2  # the twin is untouched
+    assert_same_weights(weights(d), weights(twin))
+
+
 def test_interrupted_run_resumes_to_the_same_weights(swept, tmp_path):
     """A run killed at step 2 (checkpoint, state 'running', no job) is resumed by the next launch and ends
     bitwise equal to the uninterrupted run."""
