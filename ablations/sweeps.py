@@ -11,7 +11,7 @@ Profiles:
   from 5: 9 is the fewest frames I3D, hence FVD, takes), the v target, 1,500 steps at batch 16. Token
   concatenation then beats copying the last given frame in PSNR by about 1.8 dB, and ties it in SSIM; the whole
   ``conditioning`` sweep (3 variants x 3 seeds, evaluation with FVD included, two 1-thread runs at a time)
-  took 63 minutes on a 2-core machine, a little over its 1-hour target (docs/results.md). Evaluation: PSNR,
+  took 58 minutes on a 2-core machine from a fresh clone (docs/results.md). Evaluation: PSNR,
   SSIM and FVD on 64 test videos, DDIM 25 steps at eta 1; the FVD references (real vs real,
   copy-nearest-frame) are computed once per sweep.
 - ``paper``: the paper's model size (VDT-L/2, 28 blocks, width 1152) on UCF-101 at 256 px in
