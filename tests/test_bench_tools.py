@@ -65,7 +65,7 @@ def test_bench_kernels_prints_each_comparison(capsys):
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     rows = re.findall(r"^  (.+?)\s+forward\s+[\d.]+ ms\s+backward\s+[\d.]+ ms\s+total\s+[\d.]+ ms$", out, re.M)
-    assert rows == ["vdt kernel", "SDPA (flash)",  # spatial
+    assert rows == ["vdt kernel", "SDPA math backend", "SDPA (flash)",  # spatial
                     "vdt kernel", "SDPA math backend", "SDPA (flash)",  # temporal
                     "vdt kernel", "aten"]  # GELU
 
