@@ -107,14 +107,18 @@ def trained_twin(run_dir) -> Path | None:
     Sweeps share runs: the ``prediction`` sweep's ``v`` runs are the ``conditioning`` sweep's ``token_concat``
     runs, and such a run has the same id (the hash of its training config) in both sweep folders."""
     run_dir = Path(run_dir)
-    training = lambda cfg: {k: v for k, v in cfg.items() if k != "eval"}  # noqa: E731
-    ours = training(read_json(RunLayout(run_dir).config, {}))
+    ours = _training_sections(run_dir)
     for other in sorted(run_dir.parent.parent.glob(f"*/{run_dir.name}")):
         if other.resolve() == run_dir.resolve() or not RunLayout(other).last_ckpt.exists():
             continue
-        if read_state(other)["state"] == "done" and training(read_json(RunLayout(other).config, {})) == ours:
+        if read_state(other)["state"] == "done" and _training_sections(other) == ours:
             return other
     return None
+
+
+def _training_sections(run_dir) -> dict:
+    """config.json without its eval section: what the run id hashes."""
+    return {k: v for k, v in read_json(RunLayout(run_dir).config, {}).items() if k != "eval"}
 
 
 def adopt(run_dir, twin) -> None:
