@@ -432,6 +432,23 @@ def test_local_slots_follow_cores_memory_and_cap(monkeypatch):
     assert launcher.local_slots(launcher.Options(mem_gb=2)) == 2
 
 
+def test_local_sweep_starts_the_costliest_runs_first(tmp_path, monkeypatch):
+    """`depth` on 2 local slots: the depth-8 runs are submitted first, then 4, then 2; seeds keep their order."""
+    todo = sweeps.expand("depth", sets=sweeps.parse_sets(TINY), seeds=[0, 1], variants=None)
+    assert [s.variant for s in todo][:2] == ["depth_2", "depth_2"]  # the sweep's own order is shallow first
+    batches = []
+    monkeypatch.setattr(launcher, "local_slots", lambda opts: 2)
+    monkeypatch.setattr(launcher, "submit_batch", lambda ex, batch, *a, **k: batches.append(
+        [(s.variant, s.seed) for s in batch]))
+    opts = launcher.Options(progress=False, poll_s=0.0)
+    watcher = launcher.Watcher(todo, tmp_path / "depth", opts, 0, "local")
+    launcher.submit_all("local", todo, tmp_path / "depth", opts, watcher)
+    assert batches == [[("depth_8", 0), ("depth_8", 1)], [("depth_4", 0), ("depth_4", 1)],
+                       [("depth_2", 0), ("depth_2", 1)]]
+    costs = [cost.estimate(s.cfg).flops for s in launcher.longest_first(todo)]
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+
+
 @pytest.mark.slow
 def test_local_executor_runs_no_more_jobs_than_slots(tmp_path):
     """Two runs through submitit's local executor with one slot (2 cores / 2 threads): they never overlap."""
