@@ -395,7 +395,7 @@ def submit_all(kind: str, todo: list, sweep_dir: Path, opts: Options, watcher: W
 def longest_first(todo: list) -> list:
     """The runs in order of estimated cost, the largest first (ties keep the sweep's order). With a few local
     slots, a long run started last holds the sweep up while the other slots stand idle; starting it first
-    (longest-processing-time order) shortens the whole sweep, e.g. `depth`, whose depth-8 runs take about four
+    (longest-processing-time order) shortens the whole sweep, e.g. `depth`, whose depth-8 runs take about three
     times as long as its depth-2 runs."""
     return sorted(todo, key=lambda spec: -cost.estimate(spec.cfg).flops)
 
