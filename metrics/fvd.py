@@ -39,7 +39,7 @@ from einops import rearrange
 
 from metrics.weights import sha256_file
 
-IMPL_VERSION = "vdt-bench-fvd/1"
+IMPL_VERSION = "vdt-bench-fvd/2"  # 2: I3D in channels-last (logits differ from 1 by float rounding)
 
 
 # ----------------------------------------------------------------------------

@@ -71,25 +71,38 @@ class Unit3D(nn.Module):
     def __init__(self, in_ch, out_ch, kernel=1, stride=1, use_bn=True, use_bias=False, relu=True):
         super().__init__()
         self.kernel, self.stride, self.relu = _triple(kernel), _triple(stride), relu
-        self.conv3d = nn.Conv3d(in_ch, out_ch, self.kernel, self.stride, padding=0, bias=use_bias)
+        # At stride 1 with an odd kernel, SAME is a symmetric k // 2 on every side: the conv pads itself, with
+        # no padded copy of the input. Other cases pad explicitly (TF puts the odd pixel at the end).
+        self.pads_itself = _symmetric_same(self.kernel, self.stride)
+        padding = tuple(k // 2 for k in self.kernel) if self.pads_itself else 0
+        self.conv3d = nn.Conv3d(in_ch, out_ch, self.kernel, self.stride, padding=padding, bias=use_bias)
         # TF/Sonnet eps; momentum only matters in training, which FVD never does.
         self.bn = nn.BatchNorm3d(out_ch, eps=1e-3, momentum=0.01) if use_bn else None
 
     def forward(self, x):
-        x = self.conv3d(pad_same(x, self.kernel, self.stride))
+        x = self.conv3d(x if self.pads_itself else pad_same(x, self.kernel, self.stride))
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x  # x is this unit's own output
 
 
 class MaxPool3dSame(nn.MaxPool3d):
-    """Max pool with TF "SAME" zero padding (inputs are post-ReLU, so zeros never win)."""
+    """Max pool with TF "SAME" zero padding. Inputs are post-ReLU, so a zero never beats an input value, and at
+    stride 1 with an odd kernel the pool's own (-inf) padding of k // 2 gives the same result without a copy."""
 
     def __init__(self, kernel, stride):
-        super().__init__(_triple(kernel), _triple(stride), padding=0, ceil_mode=False)
+        kernel, stride = _triple(kernel), _triple(stride)
+        self.pads_itself = _symmetric_same(kernel, stride)
+        padding = tuple(k // 2 for k in kernel) if self.pads_itself else 0
+        super().__init__(kernel, stride, padding=padding, ceil_mode=False)
 
     def forward(self, x):
-        return super().forward(pad_same(x, self.kernel_size, self.stride))
+        return super().forward(x if self.pads_itself else pad_same(x, self.kernel_size, self.stride))
+
+
+def _symmetric_same(kernel: tuple, stride: tuple) -> bool:
+    """Whether TF "SAME" padding is k // 2 on both sides of every axis, whatever the input size."""
+    return all(s == 1 and k % 2 == 1 for k, s in zip(kernel, stride, strict=True))
 
 
 class InceptionModule(nn.Module):
@@ -155,9 +168,13 @@ class InceptionI3d(nn.Module):
         self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)  # VALID
         self.dropout = nn.Dropout(0.5)  # no-op in eval, which is the only mode FVD uses
         self.logits = Unit3D(1024, num_classes, 1, use_bn=False, use_bias=True, relu=False)
+        # Channels-last (B, T, H, W, C in memory): oneDNN's and cuDNN's fast layout for these convolutions, a
+        # third faster on a CPU than (B, C, T, H, W), with the same numbers up to float rounding.
+        self.to(memory_format=torch.channels_last_3d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_i3d_input(x)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.MaxPool3d_2a_3x3(self.Conv3d_1a_7x7(x))  # (B, 64, T/2, 56, 56)
         x = self.Conv3d_2c_3x3(self.Conv3d_2b_1x1(x))  # (B, 192, T/2, 56, 56)
         x = self.Mixed_3c(self.Mixed_3b(self.MaxPool3d_3a_3x3(x)))  # (B, 480, T/2, 28, 28)

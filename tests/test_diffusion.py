@@ -275,6 +275,24 @@ def test_eps_hybrid_loss_is_bitwise_unchanged():
         assert torch.equal(got, _eps_hybrid_reference(out, x0, noise, mask, t))
 
 
+def test_batches_without_t0_skip_the_decoder_nll_with_the_same_loss_and_gradient():
+    """training_losses computes the decoder NLL only when some t is 0. Sample 1 (t = 700) gets the same loss and
+    gradient whether sample 0 has t = 0 (NLL computed, then selected away for sample 1) or t = 1 (skipped)."""
+    d = _diffusion()
+    g = torch.Generator().manual_seed(3)
+    x0, noise, out = _x0(3), torch.randn(B, T, C, H, W, generator=g), torch.randn(B, T, 2 * C, H, W, generator=g)
+    mask = make_mask("predict", (T, H, W), k=2)
+    losses, grads = [], []
+    for t0 in (0, 1):
+        o = out.clone().requires_grad_(True)
+        loss = d.training_losses(lambda x, t_, o=o: o, x0, mask, torch.tensor([t0, 700]), noise)["loss"]
+        loss[1].backward()
+        losses.append(loss[1].detach())
+        grads.append(o.grad[1])
+    assert torch.equal(losses[0], losses[1]) and torch.equal(grads[0], grads[1])
+    assert grads[0][:, C:].abs().sum() > 0  # the variance channels are trained by the KL term
+
+
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 def test_vb_vanishes_for_the_true_posterior_with_every_prediction(prediction):
     """The true target and nu = -1 (variance beta~_t) make p = q: the KL term is 0 for v and x0 as for eps."""

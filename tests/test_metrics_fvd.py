@@ -118,7 +118,7 @@ def test_fvd_self_zero_and_symmetric():
     assert xy.value == pytest.approx(yx.value, rel=1e-8)
     record = xy.to_dict()
     assert record["n_real"] == 32 and record["n_fake"] == 32 and record["num_frames"] == 9
-    assert record["impl_version"] == "vdt-bench-fvd/1" and record["resolution"] == 224
+    assert record["impl_version"] == "vdt-bench-fvd/2" and record["resolution"] == 224
 
 
 def test_package_fvd_is_the_module():
