@@ -125,6 +125,14 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() for p in (files.run_info, files.config, files.state))
 
 
+def _hint(results: Path, sweep: str) -> str:
+    """What to do when a sweep has no runs: pass the folder above one sweep's folder, or make the runs."""
+    if results.is_dir() and any(is_run_dir(p) for p in results.iterdir()):
+        return (f"{results} holds the runs of one sweep ({results.name}); "
+                f"pass the folder above it: --results {results.parent}")
+    return f"make runs with: python ablations/run.py --sweep {sweep}"
+
+
 def find_runs(results: Path, sweeps=None) -> dict:
     """{sweep: [Run]} for every run directory under <results>/runs/ (or only the named sweeps).
 
@@ -138,13 +146,13 @@ def find_runs(results: Path, sweeps=None) -> dict:
         unknown = sorted(set(sweeps) - set(found))
         if unknown:
             raise NoRunsError(f"no sweep {unknown} under {root}/ (found: {found or 'none'}); "
-                              f"make runs with: {MAKE_RUNS}")
+                              f"{_hint(Path(results), unknown[0])}")
         found = [s for s in found if s in sweeps]
     runs = {s: [load_run(p, s) for p in sorted((root / s).iterdir()) if is_run_dir(p)] for s in found}
     runs = {s: sorted(r, key=lambda r: (r.variant, r.seed if r.seed is not None else -1, r.run_id))
             for s, r in runs.items() if r}
     if not runs:
-        raise NoRunsError(f"no runs under {root}/; make some with: {MAKE_RUNS}")
+        raise NoRunsError(f"no runs under {root}/; {_hint(Path(results), 'conditioning')}")
     return runs
 
 

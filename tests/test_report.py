@@ -594,7 +594,20 @@ def test_no_runs_is_an_error_that_names_the_command(tmp_path, capsys):
     assert "python ablations/run.py --sweep conditioning" in capsys.readouterr().err
     (tmp_path / "r" / "runs" / "s").mkdir(parents=True)
     assert report.main(["--results", str(tmp_path / "r"), "--sweep", "other"]) != 0
-    assert "no sweep ['other']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no sweep ['other']" in err and "python ablations/run.py --sweep other" in err
+
+
+def test_results_naming_one_sweeps_folder_is_refused_with_the_folder_to_pass(tmp_path, capsys):
+    """--results results/runs/depth (one sweep's folder, not the runs folder) names the folder above it."""
+    make_run(tmp_path / "runs", "depth", "depth_2", 0, "done", {"predict": scores(30.0, 0.3, 300.0, 0)})
+    one_sweep = tmp_path / "runs" / "depth"
+    assert report.main(["--results", str(one_sweep), "--sweep", "depth", "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert "holds the runs of one sweep (depth)" in err and f"--results {tmp_path / 'runs'}" in err
+    assert not (tmp_path / "out").exists()
+    assert report.main(["--results", str(one_sweep), "--out", str(tmp_path / "out")]) != 0
+    assert f"--results {tmp_path / 'runs'}" in capsys.readouterr().err
 
 
 def test_report_modules_import_no_model_training_or_torch():
