@@ -125,12 +125,12 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() for p in (files.run_info, files.config, files.state))
 
 
-def _hint(results: Path, sweep: str) -> str:
+def _hint(results: Path, sweep: str | None = None) -> str:
     """What to do when a sweep has no runs: pass the folder above one sweep's folder, or make the runs."""
     if results.is_dir() and any(is_run_dir(p) for p in results.iterdir()):
         return (f"{results} holds the runs of one sweep ({results.name}); "
                 f"pass the folder above it: --results {results.parent}")
-    return f"make runs with: python ablations/run.py --sweep {sweep}"
+    return f"make runs with: {f'python ablations/run.py --sweep {sweep}' if sweep else MAKE_RUNS}"
 
 
 def find_runs(results: Path, sweeps=None) -> dict:
@@ -152,7 +152,7 @@ def find_runs(results: Path, sweeps=None) -> dict:
     runs = {s: sorted(r, key=lambda r: (r.variant, r.seed if r.seed is not None else -1, r.run_id))
             for s, r in runs.items() if r}
     if not runs:
-        raise NoRunsError(f"no runs under {root}/; {_hint(Path(results), 'conditioning')}")
+        raise NoRunsError(f"no runs under {root}/; {_hint(Path(results))}")
     return runs
 
 
