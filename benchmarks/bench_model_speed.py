@@ -1,6 +1,13 @@
 """Training-step speed of our VDT against the official architecture, side by side on the CPU.
 
     python benchmarks/bench_model_speed.py [--threads 2] [--steps 5] [--compile] [--profile] [--peak-gflops G]
+                                           [--official-code DIR]
+
+--official-code DIR times the official code itself: ``models.py`` of a checkout of the public RERV/VDT repository
+(it imports timm, ``pip install timm``), its ``VDT`` class called as its own sampler calls it, ``model(x, t)``.
+Without it the official side is this repository's re-implementation of that architecture
+(``tests/official_reference.py``), and the printout says so. The printout names both commits and whether the
+trees have uncommitted changes, so a figure can be traced to the code that made it.
 
 One step is a full AdamW update: forward, MSE loss, backward, optimizer step. Both models get the same
 config (the comparison config: depth 4, hidden 128, 4 heads, patch 2, 16 frames of 32x32x3, batch 8 = 32,768
@@ -14,7 +21,10 @@ median step times, the speed-up and the MFU, with the matmul peak it is against 
 """
 
 import argparse
+import importlib.util
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +48,31 @@ def official_like(cfg: ModelConfig) -> OfficialVDT:
     return OfficialVDT(input_size=cfg.size, patch_size=cfg.patch, in_channels=cfg.channels, hidden_size=cfg.hidden,
                        depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, num_classes=1,
                        learn_sigma=cfg.learn_sigma, num_frames=cfg.frames)
+
+
+def official_code(path: Path, cfg: ModelConfig):
+    """The ``VDT`` of the official ``models.py`` in ``path``, at cfg's size (num_classes=1: it feeds y = 0 itself)."""
+    models_py = Path(path) / "models.py"
+    if not models_py.is_file():
+        raise SystemExit(f"--official-code: no models.py in {path} (a checkout of the public RERV/VDT repository)")
+    spec = importlib.util.spec_from_file_location("rerv_vdt_models", models_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports timm: pip install timm
+    return module.VDT(input_size=cfg.size, patch_size=cfg.patch, in_channels=cfg.channels, hidden_size=cfg.hidden,
+                      depth=cfg.depth, num_heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, num_classes=1,
+                      learn_sigma=cfg.learn_sigma, num_frames=cfg.frames)
+
+
+def git_state(path, *files) -> str:
+    """'<commit> (clean)' or '<commit> + uncommitted changes' of the git tree at path (or of just ``files``)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *files).strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout (commit unknown)"
+    return f"{commit} + uncommitted changes" if dirty else f"{commit} (clean)"
 
 
 def train_step(model, x, t, *args):
@@ -103,6 +138,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8, help="videos per step")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models before timing")
     parser.add_argument("--profile", action="store_true", help="print the top ops of one profiled step of each")
+    parser.add_argument("--official-code", type=Path, metavar="DIR",
+                        help="time the official models.py in DIR (a RERV/VDT checkout; needs timm) instead of the "
+                             "re-implementation in tests/official_reference.py")
     parser.add_argument("--peak-gflops", type=float, help="the fp32 matmul peak for MFU, measured on the idle "
                         f"machine (also ${PEAK_ENV_VAR}); default: measured now, before the steps")
     args = parser.parse_args(argv)
@@ -113,11 +151,13 @@ def main(argv=None):
     cfg = ModelConfig(**ISSUE_CONFIG)
     x = torch.randn(args.batch, cfg.frames, cfg.channels, cfg.size, cfg.size)
     t = torch.randint(0, 1000, (args.batch,))
-    ours, official = VDT(cfg), official_like(cfg)
+    ours = VDT(cfg)
+    official = official_code(args.official_code, cfg) if args.official_code else official_like(cfg)
     if args.compile:
         ours, official = torch.compile(ours), torch.compile(official)
     y = torch.zeros(args.batch, dtype=torch.long)
-    steps = {"ours": train_step(ours, x, t), "official": train_step(official, x, t, y)}
+    official_args = () if args.official_code else (y,)  # the official forward builds y = 0 itself
+    steps = {"ours": train_step(ours, x, t), "official": train_step(official, x, t, *official_args)}
     times = time_side_by_side(steps, steps=args.steps, warmup=2 if args.compile else 1)  # compile: 2nd call recompiles
     flops = count_flops(cfg, args.batch)
     tokens = args.batch * cfg.frames * (cfg.size // cfg.patch) ** 2
@@ -125,6 +165,15 @@ def main(argv=None):
           f"batch {args.batch} ({tokens} tokens), "
           f"depth {cfg.depth}, hidden {cfg.hidden}, heads {cfg.heads}; {flops / 1e9:.1f} GFLOP per step")
     print(f"MFU is {mfu_of}")
+    print(f"ours: vdt-bench {git_state(Path(__file__).resolve().parents[1])}")
+    if args.official_code:
+        import timm
+        state = git_state(args.official_code, "models.py")
+        print(f"official: the official models.py in {args.official_code}, RERV/VDT {state}, timm {timm.__version__}")
+    else:
+        print("official: vdt-bench's re-implementation of the official architecture (tests/official_reference.py), "
+              "not the official code")
+    print(f"load average before the steps: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     wall = {name: statistics.median(w for w, _ in ts) for name, ts in times.items()}
     cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
     for name, ts in times.items():
