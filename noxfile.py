@@ -46,6 +46,13 @@ def gpu(session):
 
 
 @nox.session(default=False)
+def faults(session):
+    """The full fault-injection run (10 minutes on 2 busy cores): 20 faults of 6 kinds into a miniature sweep, which
+    must end bitwise equal to a clean run (scripts/fault_injection.py; the fast version is in tests)."""
+    session.run("python", "scripts/fault_injection.py", "--faults", "20", *session.posargs)
+
+
+@nox.session(default=False)
 def slurm(session):
     """Bring up a one-node SLURM cluster (root, apt), run the tests marked slurm, take it down."""
     session.run("bash", "scripts/slurm_up.sh", external=True)

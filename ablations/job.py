@@ -6,12 +6,16 @@ checkpoints/last.pt), evaluates with ``metrics.evaluate.evaluate_run`` and marks
 once eval.json is complete for the final step (``rundir.evaluated``).
 
 Preemption and time limits (the pattern of facebookresearch/mae's ``submitit_pretrain.py``): the
-job is a ``submitit.helpers.Checkpointable``, and SLURM sends USR2 before it stops the job. During
-training the job defers submitit's handler: it asks the trainer to stop, the trainer finishes the
-step in progress and writes last.pt, and only then does submitit's handler run ``checkpoint()``
-and requeue the job. The next attempt resumes at that step, so no finished step is redone. During
-evaluation submitit's handler runs at once; the next attempt finds training finished and resumes
-evaluation (which keeps its finished tasks and batches).
+job is a ``submitit.helpers.Checkpointable``; SLURM sends USR2 before the time limit and SIGTERM
+when it preempts or cancels the job. Either signal, at any moment of the job, ends in a saved state
+(``Preemption``), then a requeue: USR2 through submitit, SIGTERM by SLURM itself when it preempts
+(a cancelled job is not requeued). Until evaluation the job defers submitit's handler: the signal sets
+``vdt.signals.FLAG``; the trainer finishes the step in progress and writes last.pt, or an earlier
+phase (data scan, latent encoding, checkpoint load) stops at its next safe point (``vdt.signals``);
+only then does submitit's handler run ``checkpoint()`` and requeue the job. The next attempt
+resumes there, so no finished step is redone. During evaluation submitit's handler runs at once;
+the next attempt finds training finished and resumes evaluation (which keeps its finished tasks
+and batches).
 
 While it works, rank 0 refreshes heartbeat.json (job id, host, pid, time) from a thread: ``--status``
 and the launcher read liveness from it and from the scheduler, never by taking the run lock.
@@ -23,8 +27,8 @@ Several tasks (DDP): every task trains; rank and world size come from submitit's
 import contextlib
 import os
 import signal
+import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -32,6 +36,7 @@ from pathlib import Path
 import submitit
 
 from ablations import rundir
+from vdt import signals
 from vdt.layout import RunLayout
 
 PEER_WAIT_S = 600.0  # a DDP helper task, after a stop, waits this long for the requeue to end it
@@ -46,40 +51,54 @@ def job_environment():
     return env if env.activated() else None
 
 
-def job_log(env) -> str | None:
-    """This job's log file: stderr, or stdout where SLURM merges stderr into it."""
+def job_log(paths, kind: str) -> str:
+    """A submitit job's log file: stdout on SLURM (the launcher merges stderr into it), else stderr."""
+    return str(paths.stdout if kind == "slurm" else paths.stderr)
+
+
+def own_log(env) -> str | None:
+    """This job's log file (``job_log``); None outside a submitit job or without its folder (debug executor)."""
     if env is None:
         return None
     try:
-        paths = env.paths
-    except KeyError:  # no SUBMITIT_FOLDER (debug executor)
+        return job_log(env.paths, env.cluster)
+    except KeyError:  # no SUBMITIT_FOLDER
         return None
-    return str(paths.stderr if paths.stderr.exists() else paths.stdout)
 
 
-class DeferredPreemption:
-    """While active, the preemption signal (USR2) only sets ``stop``; ``handle_now()`` then runs the handler
-    that was installed before (submitit's: checkpoint and requeue). Outside training it is not installed."""
+class Preemption:
+    """USR2 and SIGTERM during a job's work: save, then hand over (``hand_over``).
+
+    Within ``handling()`` either signal sets ``stop`` (``vdt.signals.FLAG``) and the work stops at its next safe
+    point; after ``evaluating()`` a signal hands over at once. USR2 is handed to submitit's handler (checkpoint(),
+    requeue, exit; where none is installed, inline or debug, nothing is requeued). SIGTERM exits with status 143
+    and no requeue of its own: SLURM sends it to a job it cancels (no requeue wanted; a relaunch resumes the run)
+    and to one it preempts (SLURM requeues that one itself), and a requeue from the job would undo a cancel."""
 
     def __init__(self):
-        self.stop, self.signum, self.previous = threading.Event(), None, None
+        self.stop, self.requeue_handler, self.immediate = signals.FLAG, None, False
 
     @contextlib.contextmanager
-    def deferring(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signals go to the main thread only: nothing to defer here
-            return
-        self.signum = submitit.JobEnvironment._usr_sig()
-        self.previous = signal.signal(self.signum, lambda signum, frame: self.stop.set())
-        try:
+    def handling(self):
+        usr = submitit.JobEnvironment._usr_sig()
+        self.requeue_handler = signal.getsignal(usr)
+        with signals.catching((usr, signal.SIGTERM), on_signal=self._on_signal):
             yield self
-        finally:
-            signal.signal(self.signum, self.previous)
 
-    def handle_now(self) -> None:
-        """Run the previous handler for the deferred signal (submitit's requeues and exits)."""
-        if callable(self.previous):
-            self.previous(self.signum, None)
+    def _on_signal(self, signum: int) -> None:
+        if self.immediate:
+            self.hand_over()
+
+    def evaluating(self) -> None:
+        """From here on a signal hands over at once (evaluation saves as it goes)."""
+        self.immediate = True
+
+    def hand_over(self) -> None:
+        """SIGTERM: exit (143). USR2: run submitit's handler for it (it requeues and exits)."""
+        if self.stop.signum == signal.SIGTERM:
+            raise SystemExit(signals.exit_status(signal.SIGTERM))
+        if callable(self.requeue_handler):
+            self.requeue_handler(submitit.JobEnvironment._usr_sig(), None)
 
 
 class SweepJob(submitit.helpers.Checkpointable):
@@ -99,7 +118,9 @@ class SweepJob(submitit.helpers.Checkpointable):
             import torch
             torch.set_num_threads(self.threads)
         if rank != 0:  # DDP helper task: train alongside rank 0, write nothing else
-            result = self._train(run_dir, DeferredPreemption())
+            preemption = Preemption()
+            with preemption.handling():
+                result = self._train(run_dir, preemption)
             if result["preempted"]:  # rank 0 requeues the job, which ends this task
                 time.sleep(PEER_WAIT_S)
             return result
@@ -109,17 +130,23 @@ class SweepJob(submitit.helpers.Checkpointable):
     def _run(self, run_dir: Path, env) -> dict:
         layout = RunLayout(run_dir)
         state = rundir.read_state(run_dir)
-        log = job_log(env)
+        log = own_log(env)
         rundir.update_state(run_dir, state="running", error=None, attempts=state["attempts"] + 1,
                             job_id=env.job_id if env is not None else state["job_id"], log=log or state["log"],
+                            scheduler=env.cluster if env is not None else state.get("scheduler"),
                             step=rundir.last_logged(run_dir).get("step", state["step"]))
-        preemption = DeferredPreemption()
+        preemption = Preemption()
         try:
-            result = self._train(run_dir, preemption)
-            rundir.update_state(run_dir, step=result["step"])
-            if result["preempted"]:
-                return self._requeue(result, preemption)
-            metrics = self._evaluate(run_dir)
+            with preemption.handling():
+                try:
+                    result = self._train(run_dir, preemption)
+                except signals.Stopped as stopped:  # before the training loop: nothing new to save
+                    return self._requeue(stopped.phase, state["step"], preemption)
+                rundir.update_state(run_dir, step=result["step"])
+                if result["preempted"]:
+                    return self._requeue("training", result["step"], preemption)
+                preemption.evaluating()
+                metrics = self._evaluate(run_dir)
         except Exception:  # a SystemExit from submitit's requeue handler is not a failure: not caught
             text = traceback.format_exc()
             layout.error.write_text(text)
@@ -129,21 +156,30 @@ class SweepJob(submitit.helpers.Checkpointable):
         rundir.update_state(run_dir, state="done", step=result["step"])
         return {"run_dir": str(run_dir), "step": result["step"], "loss": result.get("loss"), "eval": metrics}
 
-    def _train(self, run_dir: Path, preemption: DeferredPreemption) -> dict:
+    def _train(self, run_dir: Path, preemption: Preemption) -> dict:
         import vdt.train
         from vdt.config import load_config
 
         cfg = load_config(RunLayout(run_dir).config)
-        with preemption.deferring() as p:
-            result = vdt.train.main(cfg, run_dir, progress=self.progress, stop=p.stop)
+        result = vdt.train.main(cfg, run_dir, progress=self.progress, stop=preemption.stop)
         # A signal that came after the last step was checked: training is complete, but the job must go.
-        return {**result, "preempted": result.get("preempted") or p.stop.is_set()}
+        return {**result, "preempted": result.get("preempted") or preemption.stop.is_set()}
 
-    def _requeue(self, result: dict, preemption: DeferredPreemption) -> dict:
-        """Training stopped at a saved step: hand over to submitit's handler (checkpoint(), requeue, exit)."""
-        print(f"preempted: saved step {result['step']}; the requeued job resumes there", file=sys.stderr, flush=True)
-        preemption.handle_now()
-        return {"run_dir": self.run_dir, "step": result["step"], "loss": result.get("loss"), "preempted": True}
+    def _requeue(self, phase: str, step: int, preemption: Preemption) -> dict:
+        """Stopped at a saved point: requeue through submitit's handler (USR2), or exit (SIGTERM)."""
+        if preemption.stop.signum == signal.SIGTERM:
+            print(f"stopped by SIGTERM during {phase}: saved step {step}; not requeued by the job (SLURM requeues a "
+                  "preempted job itself; a relaunch resumes a cancelled one)", file=sys.stderr, flush=True)
+        else:
+            print(f"preempted during {phase}: saved step {step}; the requeued job resumes there", file=sys.stderr,
+                  flush=True)
+        try:
+            preemption.hand_over()
+        except subprocess.CalledProcessError as e:  # scontrol requeue refused: the job is being cancelled
+            why = f"stopped during {phase} at saved step {step}; the requeue was refused ({e}): relaunch resumes it"
+            rundir.update_state(self.run_dir, state="failed", error=why, step=step)
+            raise SystemExit(1) from e
+        return {"run_dir": self.run_dir, "step": step, "preempted": True}
 
     def _evaluate(self, run_dir: Path) -> dict:
         """eval.json for the final step; a re-run after a stop in evaluation doesn't retrain."""

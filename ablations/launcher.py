@@ -26,7 +26,8 @@ import submitit
 from tqdm import tqdm
 
 from ablations import cost, rundir, status
-from ablations.job import SweepJob
+from ablations.job import SweepJob, job_log
+from vdt.errors import ConfigError
 from vdt.layout import RunLayout
 
 EXECUTORS = ("auto", "slurm", "local", "inline", "debug")
@@ -59,11 +60,11 @@ class Options:
     def __post_init__(self):
         for k in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
             if getattr(self, k) < 1:
-                raise ValueError(f"--{k.replace('_', '-')}: must be >= 1")
+                raise ConfigError(f"--{k.replace('_', '-')}: must be >= 1")
         if self.max_timeouts < 0 or self.gpus_per_node < 0:
-            raise ValueError("--max-timeouts and --gpus-per-node: must be >= 0")
+            raise ConfigError("--max-timeouts and --gpus-per-node: must be >= 0")
         if self.executor not in EXECUTORS:
-            raise ValueError(f"--executor: {self.executor!r} is not one of {EXECUTORS}")
+            raise ConfigError(f"--executor: {self.executor!r} is not one of {EXECUTORS}")
 
 
 def resolve_executor(kind: str) -> str:
@@ -157,11 +158,6 @@ def make_executor(kind: str, folder: Path, opts: Options, name: str):
     return ex
 
 
-def job_log(job, kind: str) -> str:
-    """Where a submitit job's output goes: stdout on SLURM (stderr is merged into it), else stderr."""
-    return str(job.paths.stdout if kind == "slurm" else job.paths.stderr)
-
-
 def read_tail(path, lines: int = rundir.ERROR_LINES) -> str:
     try:
         return rundir.tail(Path(path).read_text(errors="replace"), lines)
@@ -169,7 +165,7 @@ def read_tail(path, lines: int = rundir.ERROR_LINES) -> str:
         return ""
 
 
-class Ran:
+class FinishedDebugJob:
     """A debug job already run in this process, shaped like a submitit job for the watcher."""
 
     def __init__(self, job):
@@ -230,18 +226,20 @@ class Watcher:
     @staticmethod
     def attached_alive(run_dir: Path, state: dict) -> bool:
         """A run another launch's job holds: alive while its heartbeat is fresh or SLURM lists it (or can't tell)."""
-        return status.beating(run_dir) or status.slurm_job_queued(state["job_id"]) is not False
+        return status.job_alive(run_dir, state)
 
     def vanished(self, run_id: str, job) -> bool:
         """A SLURM job that left the queue without a result (killed, node lost; sacct may be off or lagging).
 
         Checked at most every ``VANISH_CHECK_S``; two misses in a row count, so a job between
-        requeue and restart, or one writing its result right now, is not taken for dead.
+        requeue and restart, or one writing its result right now, is not taken for dead. A run
+        with a fresh heartbeat, or a queue no controller answers for (after retries), is no miss.
         """
         if self.kind != "slurm" or time.time() - self.checked.get(run_id, 0.0) < VANISH_CHECK_S:
             return False
         self.checked[run_id] = time.time()
-        if status.slurm_job_queued(job.job_id) is not False or job.paths.result_pickle.exists():  # None: can't tell
+        if (status.beating(self.sweep_dir / run_id) or status.slurm_job_queued(job.job_id) is not False
+                or job.paths.result_pickle.exists()):
             self.misses.pop(run_id, None)
             return False
         self.misses[run_id] = self.misses.get(run_id, 0) + 1
@@ -258,7 +256,7 @@ class Watcher:
         state = rundir.read_state(run_dir)
         if state["state"] in ("done", "failed"):
             return state
-        log = job_log(job, self.kind)
+        log = job_log(job.paths, self.kind)
         why = f"{type(exc).__name__}: {exc}" if exc else "the job ended without finishing the run"
         return rundir.update_state(run_dir, state="failed", error=rundir.tail(read_tail(log) + "\n" + why), log=log,
                                    step=rundir.last_logged(run_dir).get("step", state["step"]))
@@ -395,8 +393,8 @@ def submit_all(kind: str, todo: list, sweep_dir: Path, opts: Options, watcher: W
 def longest_first(todo: list) -> list:
     """The runs in order of estimated cost, the largest first (ties keep the sweep's order). With a few local
     slots, a long run started last holds the sweep up while the other slots stand idle; starting it first
-    (longest-processing-time order) shortens the whole sweep, e.g. `depth`, whose depth-8 runs take about three
-    times as long as its depth-2 runs."""
+    (longest-processing-time order) shortens the whole sweep, e.g. `depth`, whose depth-8 runs cost the most per step
+    (``cost.estimate``)."""
     return sorted(todo, key=lambda spec: -cost.estimate(spec.cfg).flops)
 
 
@@ -413,8 +411,8 @@ def submit_batch(ex, batch: list, sweep_dir: Path, opts: Options, kind: str, wat
                           f"{type(e).__name__}: {str(e).strip()}") from e
     for spec, job in zip(batch, jobs, strict=True):
         d = sweep_dir / spec.run_id
-        rundir.update_state(d, job_id=str(job.job_id), log=job_log(job, kind))
+        rundir.update_state(d, job_id=str(job.job_id), scheduler=kind, log=job_log(job.paths, kind))
         (d / "logs" / "job").unlink(missing_ok=True)
         (d / "logs" / "job").symlink_to(job.paths.folder, target_is_directory=True)
         watcher.say(f"submit  {watcher.label(spec.run_id)} -> job {job.job_id}")
-        watcher.track(spec.run_id, Ran(job) if kind == "debug" else job)  # debug: runs here, now
+        watcher.track(spec.run_id, FinishedDebugJob(job) if kind == "debug" else job)  # debug: runs here, now

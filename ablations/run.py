@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ablations import cost, launcher, rundir, status, sweeps
+from ablations import cost, launcher, rundir, status, sweeps, timing
 from vdt import cli as vdt_cli
 from vdt.config import ConfigError
 from vdt.errors import DataError
@@ -85,15 +85,38 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Numeric options and their least value (an int, or a float that must be exceeded when strict).
+OPTION_BOUNDS = {"nodes": (1, False), "tasks_per_node": (1, False), "gpus_per_node": (0, False),
+                 "cpus_per_task": (1, False), "mem_gb": (0, True), "time_min": (1, False),
+                 "array_parallelism": (1, False), "max_timeouts": (0, False), "signal_delay_s": (0, False),
+                 "poll_s": (0, True), "mfu": (0, True)}
+
+
+def check_options(args) -> None:
+    """A ConfigError naming the first numeric option out of range (e.g. --time-min 0), before anything runs."""
+    for name, (least, strict) in OPTION_BOUNDS.items():
+        value = getattr(args, name)
+        if value is not None and (value <= least if strict else value < least):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value}: must be {'>' if strict else '>='} {least}")
+    if args.mfu > 1:
+        raise ConfigError(f"--mfu {args.mfu}: a utilisation is at most 1 (0.4 = 40%)")
+    if args.results.exists() and not args.results.is_dir():
+        raise ConfigError(f"--results {args.results}: is a file; give a folder for the run directories")
+
+
 def options_from_args(args, profile: sweeps.Profile) -> launcher.Options:
     extra = []
     for item in args.slurm_extra:
         key, sep, value = item.partition("=")
+        if not key.strip().lstrip("-"):
+            raise ConfigError(f"--slurm-extra {item!r}: expected KEY=VALUE or KEY, for example constraint=h100")
         extra.append((key.strip().lstrip("-"), value.strip() if sep and value.strip() else True))
     return launcher.Options(
         executor=args.executor, partition=args.partition, account=args.account, qos=args.qos, nodes=args.nodes,
         tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb, time_min=args.time_min or profile.time_min, array_parallelism=args.array_parallelism,
+        mem_gb=args.mem_gb, time_min=profile.time_min if args.time_min is None else args.time_min,
+        array_parallelism=args.array_parallelism,
         slurm_extra=tuple(extra), max_timeouts=args.max_timeouts, signal_delay_s=args.signal_delay_s,
         poll_s=args.poll_s, progress=not args.no_progress, wait=not args.no_wait)
 
@@ -116,8 +139,13 @@ def dry_run(specs: list, opts: launcher.Options, args) -> str:
         columns.insert(4, ("params (est.)", lambda r: f"{r['c'].params / 1e6:.1f}M"))
     lines = [f"sweep {specs[0].sweep}, profile {specs[0].profile}: {len(specs)} runs -> executor {kind}, "
              f"results {args.results / specs[0].sweep}",
-             "overrides shared by every run: " + " ".join(f"{k}={v}" for k, v in shared.items()), "",
-             status.table(rows, columns), ""]
+             "overrides shared by every run: " + " ".join(f"{k}={v}" for k, v in shared.items())]
+    protocols = {s.run_id: protocol(s.cfg) for s in specs}
+    if len(set(protocols.values())) == 1:
+        lines.append(f"protocol of every run: {protocols[specs[0].run_id]}")
+    else:
+        lines += [f"protocol of {run_id}: {text}" for run_id, text in protocols.items()]
+    lines += ["", status.table(rows, columns), ""]
     total = sum(c.flops for c in costs)
     lines.append(f"total: {cost.human(total)}, {sum(c.gpu_hours(args.gpu, args.mfu) for c in costs):.3g} GPU-hours "
                  f"on {args.gpu} (dense bf16 peak {cost.GPU_PEAK_FLOPS[args.gpu] / 1e12:.0f} TFLOP/s) at MFU "
@@ -128,8 +156,35 @@ def dry_run(specs: list, opts: launcher.Options, args) -> str:
     if kind == "local":
         lines.append(f"local: {launcher.local_slots(opts)} job(s) at a time, {opts.cpus_per_task} torch thread(s) "
                      "each")
+    why_not = timing.applies(specs, opts.gpus_per_node)
+    if why_not:
+        lines.append(f"time on this machine: not estimated ({why_not})")
+    else:  # times a few training steps of each distinct config here (seconds); slurm: as local would run them
+        slots = 1 if kind in ("inline", "debug") else launcher.local_slots(opts)
+        lines.append(timing.estimate(specs, slots, opts.cpus_per_task).text())
     lines.append("nothing submitted (--dry-run)")
     return "\n".join(lines)
+
+
+LOSS_NORMS = {"all": "mean over every element, as the official code", "masked": "mean over the generated elements"}
+
+
+def protocol(cfg) -> str:
+    """What a run's numbers mean: FVD's protocol, the clips the latent cache holds, the loss normalisation and the
+    sampler (docs/metrics.md, docs/model.md)."""
+    e, d = cfg.eval, cfg.data
+    fvd = (f"FVD {e.num_videos} generated vs {e.num_videos} real clips of {d.frames} frames, reals from the "
+           f"{e.fvd_reals} split (eval.fvd_reals={e.fvd_reals}), real-vs-real reference from the {e.fvd_reals} split"
+           if e.fvd else "FVD off")
+    if d.autoencoder == "none":
+        cache = "no latent cache (pixels)"
+    elif d.latent_clips == 0:
+        cache = "latent cache: every clip of every video (data.latent_clips=0)"
+    else:
+        cache = f"latent cache: {d.latent_clips} clip(s) per video (data.latent_clips={d.latent_clips})"
+    loss = f"loss normalisation: {cfg.diffusion.loss_norm}, {LOSS_NORMS[cfg.diffusion.loss_norm]}"
+    sampler = f"sampler: {e.sampler}, {e.sample_steps} steps" + (f", eta {e.eta:g}" if e.sampler == "ddim" else "")
+    return "; ".join((fvd, cache, loss, sampler))
 
 
 def check_data_roots(specs: list) -> None:
@@ -152,25 +207,21 @@ def run_sweep(argv=None) -> int:
         return 0
     if not args.sweep:
         parser.error("--sweep is required (see --list)")
+    check_options(args)
     sweep_dir = args.results / args.sweep
     if args.status:
         rows = [status.row(d) for d in status.run_dirs(sweep_dir)]
         print(status.status_table(rows) if rows else f"no runs under {sweep_dir}")
         return 0
-    try:
-        sets = sweeps.parse_sets(vdt_cli.overrides(args))
-        specs = sweeps.expand(args.sweep, args.profile, sets, seeds=args.seeds, variants=args.variants)
-        opts = options_from_args(args, sweeps.PROFILES[args.profile])
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sets = sweeps.parse_sets(vdt_cli.overrides(args))  # an input error exits 2 through vdt.cli.run
+    specs = sweeps.expand(args.sweep, args.profile, sets, seeds=args.seeds, variants=args.variants)
+    opts = options_from_args(args, sweeps.PROFILES[args.profile])
     opts = dataclasses.replace(opts, executor=launcher.resolve_executor(opts.executor))  # asks SLURM once
     if args.dry_run:
         print(dry_run(specs, opts, args))
         return 0
     if args.no_wait and launcher.resolve_executor(opts.executor) != "slurm":
-        print("error: --no-wait: only SLURM jobs outlive the launcher; use --executor slurm", file=sys.stderr)
-        return 2
+        raise ConfigError("--no-wait: only SLURM jobs outlive the launcher; use --executor slurm")
     check_data_roots(specs)
     try:
         rows = launcher.launch(specs, args.results, opts, retry_failed=args.retry_failed)

@@ -23,8 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from vdt.layout import RunLayout, read_json, write_json
-from vdt.layout import why_not_evaluated as why_incomplete
+from vdt.errors import InputError
+from vdt.layout import RunLayout, eval_status, read_json, write_json
 
 HEARTBEAT_S = 10.0  # how often a live job rewrites heartbeat.json
 HEARTBEAT_STALE_S = 120.0  # a heartbeat older than this is from a job that died (clocks must agree this well)
@@ -92,6 +92,10 @@ def prepare(run_dir, config: dict, run_info: dict) -> None:
     from vdt.train import write_config  # here: importing training is slow, and --list/--status don't need it
 
     layout = RunLayout(run_dir)
+    old = migrate_legacy(run_dir, config)
+    if old is not None:
+        print(f"renamed {old} -> {layout.root}: the same training under the old run id (it hashed cadence, "
+              "workers and paths; see docs/model.md#the-run-id)", flush=True)
     layout.logs.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, RunConfig.from_dict(config))
     info = read_json(layout.run_info, {})  # keeps what training added (skipped_videos)
@@ -116,9 +120,41 @@ def trained_twin(run_dir) -> Path | None:
     return None
 
 
-def _training_sections(run_dir) -> dict:
-    """config.json without its eval section: what the run id hashes."""
-    return {k: v for k, v in read_json(RunLayout(run_dir).config, {}).items() if k != "eval"}
+def _training_sections(run_dir) -> dict | None:
+    """What the run id hashes (``RunConfig.training_dict``) of the run's config.json; None if it has none that
+    loads."""
+    from vdt.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(read_json(RunLayout(run_dir).config, {})).training_dict()
+    except (ConfigError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def migrate_legacy(run_dir, config: dict) -> Path | None:
+    """Rename the folder of this run made under the old run id (``RunConfig.legacy_run_id``: it hashed cadence,
+    workers and paths too) to ``run_dir``, so that its training and evaluation are kept; returns the old path, or
+    None when there is none. A folder whose job is alive (fresh heartbeat) is a ``LegacyRunBusy`` error."""
+    from vdt.config import RunConfig
+
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        return None
+    ours = RunConfig.from_dict(config).training_dict()
+    for old in sorted(p for p in run_dir.parent.glob("*") if p.is_dir() and p.name != run_dir.name):
+        theirs = read_json(RunLayout(old).config)
+        if not isinstance(theirs, dict) or _training_sections(old) != ours:
+            continue
+        if RunConfig.from_dict(theirs).legacy_run_id() != old.name:
+            continue  # not named by the old id: some other folder
+        if read_heartbeat(old) is not None:
+            raise LegacyRunBusy(f"{old}: a job is running this run under its old id; the run id no longer hashes "
+                                f"cadence, workers or paths, and its folder is now {run_dir.name}. Wait for the "
+                                f"job to end, then launch again (the folder is renamed), or rename it yourself: "
+                                f"mv {old} {run_dir}")
+        os.rename(old, run_dir)
+        return old
+    return None
 
 
 def adopt(run_dir, twin) -> None:
@@ -150,10 +186,9 @@ def _link_or_copy(src, dst) -> None:
 
 
 def why_not_evaluated(run_dir) -> str | None:
-    """None when eval.json is complete for the run's final step and current eval settings, else why not
-    (``vdt.layout.why_not_evaluated``)."""
-    layout = RunLayout(run_dir)
-    return why_incomplete(read_json(layout.eval_json), read_json(layout.config, {}))
+    """None when eval.json is complete for the run's checkpoint, final step and current eval settings, else why
+    not (``vdt.layout.eval_status``)."""
+    return eval_status(run_dir)
 
 
 def evaluated(run_dir) -> bool:
@@ -201,6 +236,10 @@ def read_heartbeat(run_dir, stale_s: float = HEARTBEAT_STALE_S) -> dict | None:
 
 class LockHeld(RuntimeError):
     """Another process holds the lock."""
+
+
+class LegacyRunBusy(InputError):
+    """A run's folder under its old run id is in use by a live job, so it can't be renamed now (exit 2)."""
 
 
 class _Lock:

@@ -9,17 +9,20 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from ablations import rundir
 from vdt.layout import RunLayout
 
+SQUEUE_TRIES = 4  # squeue calls before concluding that no controller answers
+SQUEUE_BACKOFF_S = 1.0  # the wait before the second call, doubled before each next one
+UNANSWERED_S = 30.0  # after a call found no controller: answer "can't tell" without asking, for this long
+_unanswered_until = [0.0]
 
-def slurm_job_queued(job_id) -> bool | None:
-    """Whether SLURM lists the job (pending, running, requeued): True, False, or None when no controller
-    answers (``squeue`` times out or can't connect). Not a SLURM job id, or no squeue: False."""
-    if not job_id or not shutil.which("squeue") or not str(job_id).replace("_", "").isdigit():
-        return False
+
+def squeue_once(job_id) -> bool | None:
+    """One ``squeue`` call: True (listed), False (not listed, or an invalid id), None (no controller answered)."""
     try:
         out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
                              timeout=10)
@@ -30,7 +33,24 @@ def slurm_job_queued(job_id) -> bool | None:
     return bool(out.stdout.strip())
 
 
-_no_controller = []  # set once squeue found no controller: don't wait ~20 s per run on it again
+def slurm_job_queued(job_id, tries: int = SQUEUE_TRIES, backoff_s: float = SQUEUE_BACKOFF_S) -> bool | None:
+    """Whether SLURM lists the job (pending, running, requeued): True, False, or None when no controller
+    answers ``tries`` calls with back-off (1, 2, 4 s). Not a SLURM job id, or no squeue: False.
+
+    A controller that answered no call is not asked again for ``UNANSWERED_S`` (None meanwhile): None means
+    "can't tell", and callers never take it for a job gone, so a flaky controller costs waiting, not runs."""
+    if not job_id or not shutil.which("squeue") or not str(job_id).replace("_", "").isdigit():
+        return False
+    if time.monotonic() < _unanswered_until[0]:
+        return None
+    for i in range(tries):
+        if i:
+            time.sleep(backoff_s * 2 ** (i - 1))
+        answer = squeue_once(job_id)
+        if answer is not None:
+            return answer
+    _unanswered_until[0] = time.monotonic() + UNANSWERED_S
+    return None
 
 
 def pid_alive(pid) -> bool:
@@ -44,29 +64,24 @@ def pid_alive(pid) -> bool:
 
 
 def beating(run_dir) -> bool:
-    """Whether a job is working on this run now, from its heartbeat: fresh, its process alive (when on this
-    host), and its SLURM job not gone from the queue (when it is one and a controller answers)."""
+    """Whether a job is working on this run now, from its heartbeat: fresh, and its process alive when it is on
+    this host. A fresh heartbeat from another host counts whatever the scheduler says: a run is never taken
+    from a job that may still be writing it (a dead job's heartbeat goes stale in ``HEARTBEAT_STALE_S``)."""
     beat = rundir.read_heartbeat(run_dir)
     if beat is None:
         return False
-    if beat.get("host") == socket.gethostname() and not pid_alive(beat.get("pid")):
-        return False
-    if beat.get("scheduler") == "slurm":
-        return slurm_job_queued(beat.get("job_id")) is not False
-    return True
+    return beat.get("host") != socket.gethostname() or pid_alive(beat.get("pid"))
 
 
 def job_alive(run_dir, state: dict | None = None) -> bool:
-    """Whether a job is working on this run now (a fresh heartbeat), or SLURM still queues one for it."""
+    """Whether a job is working on this run now (a fresh heartbeat), or SLURM still queues one for it, or may:
+    when no controller answers, a SLURM job counts as alive (it is watched, not submitted twice)."""
     state = state or rundir.read_state(run_dir)
     if beating(run_dir):
         return True
-    if state["state"] not in ("pending", "running") or _no_controller:
+    if state["state"] not in ("pending", "running") or state.get("scheduler", "slurm") != "slurm":
         return False
-    queued = slurm_job_queued(state["job_id"])
-    if queued is None:  # no controller: whatever was queued can't run now, and a new submission would fail too
-        _no_controller.append(state["job_id"])
-    return bool(queued)
+    return slurm_job_queued(state["job_id"]) is not False
 
 
 def run_dirs(sweep_dir) -> list:

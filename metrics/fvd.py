@@ -28,6 +28,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class FVDResult:
     protocol: FVDProtocol
     real_clips: Mapping  # how real clips were chosen, e.g. {"split": "test", "stride": 1, "seed": 0}
     fake_clips: Mapping | None = None  # how the second set was chosen, when it is not generated
+    sqrtm_imag: float = 0.0  # |Im| / |Re| of sqrtm(sigma1 @ sigma2), dropped; above SQRTM_IMAG_TOL it was warned
 
     def to_dict(self) -> dict:
         return {
@@ -103,6 +105,7 @@ class FVDResult:
             "n_fake": self.n_fake,
             "real_clips": dict(self.real_clips),
             **({"fake_clips": dict(self.fake_clips)} if self.fake_clips is not None else {}),
+            "sqrtm_imag": self.sqrtm_imag, "sqrtm_imag_dropped_above_tol": self.sqrtm_imag > SQRTM_IMAG_TOL,
             **self.protocol.to_dict(),
         }
 
@@ -111,11 +114,24 @@ class FVDResult:
 # Fréchet distance and streaming statistics
 # ----------------------------------------------------------------------------
 
+SQRTM_IMAG_TOL = 1e-3  # |Im sqrtm| / |Re sqrtm| (Frobenius) above this: warned and recorded, not dropped silently
+
+
+class SqrtmWarning(UserWarning):
+    """sqrtm(sigma1 @ sigma2) had an imaginary part above SQRTM_IMAG_TOL of its real part; FVD kept the real part."""
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
     FD = |mu1 - mu2|^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrtm(sigma1 @ sigma2)).
     """
+    return frechet_distance_and_imag(mu1, sigma1, mu2, sigma2)[0]
+
+
+def frechet_distance_and_imag(mu1, sigma1, mu2, sigma2) -> tuple[float, float]:
+    """(``frechet_distance``, |Im sqrtm| / |Re sqrtm|): the share of sqrtm's imaginary part that was dropped,
+    with a ``SqrtmWarning`` when it is above SQRTM_IMAG_TOL."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)  # (D,)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)  # (D, D)
     d = mu1.shape[0] if mu1.ndim == 1 else -1
@@ -126,11 +142,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         )
     # sqrtm of a product of PSD matrices has real eigenvalues; the imaginary part is
     # round-off, so keep the real part (StyleGAN-V, MCVD). No `disp=`: gone in SciPy 1.18.
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real  # (D, D)
+    root = scipy.linalg.sqrtm(sigma1 @ sigma2)  # (D, D), complex when round-off (or worse) gives it a complex part
+    covmean = root.real
     if not np.isfinite(covmean).all():
         raise ValueError("sqrtm(sigma1 @ sigma2) is not finite; check the features for NaN/Inf")
+    imag = float(np.linalg.norm(np.imag(root)) / max(np.linalg.norm(covmean), np.finfo(np.float64).tiny))
+    if imag > SQRTM_IMAG_TOL:
+        warnings.warn(f"FVD: sqrtm(sigma1 @ sigma2) has an imaginary part {imag:.3g} of its real part (above "
+                      f"{SQRTM_IMAG_TOL:g}); it is dropped, the value is recorded with sqrtm_imag", SqrtmWarning,
+                      stacklevel=2)
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)), imag
 
 
 class FeatureStats:
@@ -200,8 +222,8 @@ class FeatureStats:
 def fvd(real: FeatureStats, fake: FeatureStats) -> FVDResult:
     """FVD between real and generated statistics; refuses mismatched protocols."""
     check_same_protocol(real.protocol, fake.protocol, "real and fake statistics")
-    value = frechet_distance(real.mean, real.cov, fake.mean, fake.cov)
-    return FVDResult(value, real.n, fake.n, real.protocol, real.source)
+    value, imag = frechet_distance_and_imag(real.mean, real.cov, fake.mean, fake.cov)
+    return FVDResult(value, real.n, fake.n, real.protocol, real.source, sqrtm_imag=imag)
 
 
 # ----------------------------------------------------------------------------
@@ -326,6 +348,16 @@ def fvd_between(
         stats.append(FeatureStats(protocol, source))
         update_stats(stats[-1], videos, detector, batch_size)
     return dataclasses.replace(fvd(*stats), fake_clips=dict(sources[1]))
+
+
+def fvd_band(draws: Iterable[float], n: int) -> dict:
+    """The real-vs-real reference as a band over its draws (FVDs between disjoint real sets of `n` clips each):
+    {"fvd": mean, "mean", "min", "max", "draws": [each draw], "n": n}. "fvd" is the mean, for readers of one value."""
+    values = [float(v) for v in draws]
+    if not values:
+        raise ValueError("fvd_band needs at least one draw")
+    mean = float(np.mean(values))
+    return {"fvd": mean, "mean": mean, "min": min(values), "max": max(values), "draws": values, "n": int(n)}
 
 
 # ----------------------------------------------------------------------------

@@ -19,7 +19,6 @@ Layout facts: piergiaj/pytorch-i3d `pytorch_i3d.py`; TF-Hub weight conversion: s
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics.weights import resolve_i3d_weights
+from metrics.weights import NumpyOnlyUnpickler, read_numpy_pickle, resolve_i3d_weights  # noqa: F401 (re-exported)
+from metrics.weights import UnsafeWeightsError as UnsafeCheckpointError  # noqa: F401 (its old name, re-exported)
 
 NUM_CLASSES = 400
 RESOLUTION = 224
@@ -260,49 +260,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------
 
 LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a pre-zip torch.save file
-
-
-def _numpy_reconstruct():
-    try:  # numpy >= 2 moved numpy.core to numpy._core; old pickles name the old path
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-# The only globals a pickle of plain numpy arrays refers to.
-NUMPY_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A weights pickle refers to something other than numpy arrays; it is not loaded."""
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only numpy's array-reconstruction globals, so no code can run."""
-
-    def find_class(self, module: str, name: str):
-        try:
-            return NUMPY_PICKLE_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafeCheckpointError(
-                f"refusing to unpickle {module}.{name}: an I3D weights pickle may hold only numpy "
-                f"arrays (allowed globals: {sorted('.'.join(k) for k in NUMPY_PICKLE_GLOBALS)})"
-            ) from None
-
-
-def read_numpy_pickle(path: str | os.PathLike):
-    """The first object pickled in `path`, read with `NumpyOnlyUnpickler`."""
-    with open(path, "rb") as f:
-        try:
-            return NumpyOnlyUnpickler(f).load()
-        except UnsafeCheckpointError as err:
-            raise UnsafeCheckpointError(f"{path}: {err}") from None
 
 
 # Flax module name of each Inception branch (deepmind/kinetics-i3d names) -> our child.

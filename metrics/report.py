@@ -1,13 +1,14 @@
 """Turn the runs of a sweep into tables, plots, sample videos and a page: ``python metrics/report.py``.
 
 Reads result files only (the run directory schema of ``vdt/layout.py``: config.json, run.json,
-state.json, train_log.jsonl, eval.json, samples/<task>.npz; and results/bench/<machine>/*.json);
+state.json, train_log.jsonl, eval.json, samples/<task>.npz);
 it imports no model or training code. For each sweep under <results>/runs/ it writes to <out>/<sweep>/:
 
     runs.csv, runs.parquet     one row per run and evaluated task (missing metrics stay NaN)
-    table.md/.csv/.tex         mean over seeds with its named 95% interval, beside the trivial baselines
-    paired.md/.csv/.tex        paired differences between variants (matched by seed), significant or not
-    plots/*.png, *.pdf         convergence curves, eval curves, the clean-frame diagnostic, step cost
+    table.md/.csv/.tex         mean over seeds with its named 95% interval and the training cost, beside the baselines
+    paired.md/.csv/.tex        paired differences between variants (matched by seed), Holm-adjusted paired t-tests
+    baselines.csv              each variant against each baseline: one-sample t-tests, Holm-adjusted
+    plots/*.png, *.pdf         loss and eval-during-training curves, the clean-frame diagnostic, training cost
     videos/*.gif               condition | ground truth | generated, per variant and task
     index.html, README.md      the page that ties them together (opens offline)
 
@@ -22,9 +23,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from metrics import report_page, report_plots, report_runs, report_stats, report_tables, report_videos
+from metrics import (
+    report_dynamics,
+    report_masks,
+    report_page,
+    report_plots,
+    report_runs,
+    report_scaling,
+    report_stats,
+    report_tables,
+    report_videos,
+)
 from metrics.report_runs import MAKE_RUNS, NoRunsError, find_runs, flatten, load_frame
 from vdt import cli as vdt_cli
 from vdt.errors import ConfigError
@@ -39,17 +51,31 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- protocol, notes
 
 
+LEGACY_TUNING = "test (legacy: the committed tiny profile's settings were chosen on test-split scores)"
+
+
+def splits(runs: list, task_results: list) -> list:
+    """[(key, value)]: the split the profile's settings were tuned on (run.json "tuned_on", else the legacy test
+    split) and the split scored (the protocol's real clips)."""
+    tuned = sorted({r.tuned_on for r in runs if r.tuned_on}) or [LEGACY_TUNING]
+    scored = sorted({str((res.get("protocol") or {}).get("real_clips", {}).get("split", "not recorded"))
+                     for res in task_results})
+    return [("profile tuned on (split)", "; ".join(tuned)), ("split scored", "; ".join(scored) or "not recorded")]
+
+
 def protocol_summary(runs: list) -> dict:
-    """task -> [(key, value)], with the weights and step; values that differ between runs are all listed."""
-    records = {}
+    """task -> [(key, value)]: the splits tuned on and scored, then the protocol with the weights and step; values
+    that differ between runs are all listed."""
+    records, results = {}, {}
     for r in runs:
         for task, res in ((r.eval or {}).get("tasks") or {}).items():
             flat = flatten(res.get("protocol") or {})
             flat.update({"weights": r.eval.get("weights"), "checkpoint step": r.eval.get("step")})
             records.setdefault(task, []).append(flat)
+            results.setdefault(task, []).append(res)
     out = {}
     for task, recs in sorted(records.items()):
-        items = []
+        items = splits(runs, results[task])
         for key in sorted({k for rec in recs for k in rec}):
             counts = Counter(str(rec.get(key)) for rec in recs)
             if len(counts) == 1:
@@ -69,8 +95,10 @@ def sweep_notes(runs: list, frame: pd.DataFrame, metrics: list) -> list:
     for s in ("running", "pending", "failed"):
         if states[s]:
             notes.append(f"{states[s]} of {len(runs)} runs {s}")
+    notes += [f"run {r.run_id} ({r.variant}, seed {r.seed}): eval.json not used, it is not current: {r.refused}; "
+              f"re-evaluate with: python metrics/evaluate.py --run-dir {r.path}" for r in runs if r.refused]
     notes += [f"run {r.run_id} ({r.variant}, seed {r.seed}) is done but has no eval.json"
-              for r in runs if r.state == "done" and not r.eval]
+              for r in runs if r.state == "done" and not r.eval and not r.refused]
     evaluated = frame[frame["task"].notna()]
     for m in metrics:
         gone = int(evaluated[m].isna().sum())
@@ -108,7 +136,7 @@ def sweep_videos(runs: list, out_dir: Path) -> list:
     return sorted(videos, key=lambda v: (v["variant"], v["task"]))
 
 
-def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path, baselines: dict) -> list:
+def sweep_plots(runs: list, variants: list, plot_dir: Path, baselines: dict) -> list:
     """(title, png, pdf) for every plot the runs have data for."""
     plots = []
 
@@ -123,56 +151,44 @@ def sweep_plots(runs: list, variants: list, plot_dir: Path, bench_dir: Path, bas
             "generated region, against t; where a line falls below a baseline, the model at that noise level is "
             "worse than that trivial fill",
             report_plots.plot_x0(series, lines, plot_dir / f"x0_psnr_{slug(task)}", task=task, variants=variants))
-    add("Training loss against step", report_plots.plot_bands(
-        report_plots.loss_series(runs, "step"), plot_dir / "loss_step", xlabel="training step (optimizer updates)",
-        ylabel="training loss (diffusion objective)", title="Training loss (line: mean, band: min-max over seeds)",
-        variants=variants))
-    wall = [rec["wall_time"] for r in runs for rec in r.log if rec.get("wall_time") is not None]
-    div, unit = report_plots.time_unit(max(wall, default=0.0))
-    add("Training loss against wall-clock time", report_plots.plot_bands(
-        report_plots.loss_series(runs, "wall_time", div), plot_dir / "loss_time",
-        xlabel=f"wall-clock training time ({unit})",
-        ylabel="training loss (diffusion objective)", title="Training loss against time (band: min-max over seeds)",
-        variants=variants))
-    for (task, m), series in report_plots.eval_series(runs).items():
-        label = report_tables.METRIC_LABELS.get(m, m)
-        add(f"{label} on {task} during training", report_plots.plot_bands(
-            series, plot_dir / f"eval_{slug(task)}_{slug(m)}", xlabel="training step (optimizer updates)",
-            ylabel=f"{label}, {task}", title=f"{label} ({task}) during training", variants=variants))
-    points = report_plots.read_bench(bench_dir)
-    if not points:
-        log.info("no benchmark results with a token count under %s: no cost plot", bench_dir)
-    add("Step time against token count", report_plots.plot_cost(points, plot_dir / "cost"))
+    plots += report_plots.training_plots(runs, variants, plot_dir)  # loss, eval during training, cost
     return plots
 
 
-def results_caption(sweep: str, method: str, n_boot: int, seed: int, mask_columns: bool, fallback: bool) -> str:
-    """The results table's caption: what a cell is, which interval, what the extra rows are, the rule."""
-    text = (f"Sweep {sweep}: mean over seeds (n = seeds). [low, high] = 95% {method} bootstrap interval of the mean "
-            f"over seeds (scipy.stats.bootstrap, {n_boot} resamples, seed {seed}), given when n >= "
-            f"{report_stats.MIN_SEEDS}; with fewer seeds the cell shows the min–max range over the seeds, which is "
-            "not a confidence interval. Best mean per task in bold. Baseline rows: trivial fills of the generated "
-            "region, scored on the same test clips; reference row: the FVD between two disjoint real sets of the "
-            "same N under the same protocol: the floor of an unconditional model; a conditioned one shares its given "
-            "frames with the reference clips and can score below it, as the copy baseline does.")
+def results_caption(sweep: str, method: str, n_boot: int, seed: int, mask_columns: bool, fallback: bool,
+                    fvd_band: str = "") -> str:
+    """The results table's caption: what a cell is, which interval, what the extra rows are, the FVD band."""
+    text = (f"Sweep {sweep}: mean over seeds (n = seeds). [low, high] = 95% confidence interval of the mean over "
+            f"seeds: Student t (scipy.stats.ttest_1samp) for {report_stats.MIN_SEEDS}–"
+            f"{report_stats.BOOTSTRAP_FROM - 1} seeds, {method} bootstrap (scipy.stats.bootstrap, {n_boot} resamples, "
+            f"seed {seed}) from {report_stats.BOOTSTRAP_FROM}. 'Zero variance': every seed gave the same value (no "
+            "interval). With fewer than 3 seeds the cell shows the min–max range over the seeds, which is not a "
+            "confidence interval. Best mean per task in bold. Training cost per run: FLOPs (vdt.model.count_flops, "
+            "forward + backward, summed over the steps) and wall time (mean, with min–max over seeds), from "
+            "train_log.jsonl. Baseline rows: fills of the generated region (black; the nearest given frame; the "
+            "given frames' motion continued), scored on the same test clips; reference row: the FVD between "
+            "disjoint real sets of the same N under the same protocol (mean and range over its draws): the floor of "
+            "an unconditional model; a conditioned one shares its given frames with the reference clips and can "
+            "score below it, as the copy baseline does.")
     if fallback:
-        text += " Cells marked † use the percentile method: BCa is undefined when every seed gives the same value."
+        text += " Cells marked † use the percentile method: BCa is undefined for these seeds."
     if mask_columns:
         text += (" Mask ratio (nominal) is masks.mask_ratio; generated share (measured) is the mean share of "
                  "generated positions in the training batches (train_log.jsonl gen_frac), averaged over seeds.")
-    return f"{text} {report_stats.SIGNIFICANCE_RULE}"
+    return f"{text} {fvd_band}".strip()
 
 
-def paired_caption(references: dict, method: str, n_boot: int, seed: int) -> str:
+def paired_caption(references: dict, method: str, count: int) -> str:
     refs = "; ".join(f"{task}: {ref} ({why})" for task, (ref, why) in sorted(references.items()))
+    test = (f"two-sided paired Student t-test over seeds (scipy.stats.ttest_rel); [low, high] is its unadjusted 95% "
+            f"interval of the mean difference ({method} bootstrap, paired, from {report_stats.BOOTSTRAP_FROM} pairs)")
     return (f"Paired differences, variant − reference (reference per task: {refs}). Unit: one training seed. Two "
             "variants' runs with the same seed score the same test clips, so each shared seed gives one difference "
-            f"of their mean scores over those clips. [low, high] = 95% {method} bootstrap interval of the mean "
-            f"difference over seeds (scipy.stats.bootstrap, paired=True, {n_boot} resamples, seed {seed}). For ↑ "
-            f"metrics a positive difference is better, for ↓ metrics a negative one. {report_stats.SIGNIFICANCE_RULE}"
-            f" {report_stats.SMALL_N_NOTE} paired.csv also gives, where the runs saved per-video scores, the interval "
-            "over test clips (clip_*: unit one test clip, its scores averaged over the paired seeds): it covers the "
-            "choice of test clips, not seed-to-seed variation, and decides nothing.")
+            "of their mean scores over those clips. For ↑ metrics a positive difference is better, for ↓ metrics a "
+            f"negative one. {report_stats.test_caption(count, test)} {report_stats.SMALL_N_NOTE} paired.csv also "
+            "gives, where the runs saved per-video scores, the interval over test clips (clip_*: unit one test clip, "
+            "its scores averaged over the paired seeds): it covers the choice of test clips, not seed-to-seed "
+            "variation, and decides nothing.")
 
 
 def choose_references(agg: pd.DataFrame, metrics: list, dirs: dict, requested: str | None) -> dict:
@@ -191,26 +207,35 @@ def sweep_tables(sweep: str, runs: list, frame: pd.DataFrame, root: Path, opts: 
     metrics, dirs = report_runs.metric_names(runs), report_runs.directions(runs)
     method, n_boot, seed = opts["method"], opts["n_boot"], opts["seed"]
     mask_columns = any(f.startswith("masks.") for f in report_runs.varied_fields(runs))
+    frame, notes = report_tables.keep_one_setting(frame)  # never average seeds scored under other settings
     agg = report_tables.aggregate(frame, metrics, method, n_boot, seed, mask_columns)
     agg = report_tables.mark_best(agg, metrics, dirs)
     fallback = any("undefined" in str(k) for m in metrics for k in agg[f"{m}_interval"])
     baselines, references = report_runs.baseline_values(runs), report_runs.reference_values(runs)
-    table = report_tables.format_table(agg, metrics, dirs, results_caption(sweep, method, n_boot, seed, mask_columns,
-                                                                           fallback), baselines, references)
+    caption = results_caption(sweep, method, n_boot, seed, mask_columns, fallback,
+                              report_tables.fvd_band_sentence(agg, references))
+    table = report_tables.format_table(agg, metrics, dirs, caption, baselines, references)
     files = report_tables.write_table(table, agg, root, "table", f"tab:{slug(sweep)}")
     files = {"table (Markdown)": files["md"], "table (CSV)": files["csv"], "table (LaTeX)": files["tex"]}
     refs = choose_references(agg, metrics, dirs, opts["reference"])
-    rows, notes = report_stats.paired_frame(frame, metrics, {t: r for t, (r, _) in refs.items()}, method, n_boot,
-                                            seed, report_runs.per_video_scores(runs))
-    paired = report_tables.paired_table(rows, metrics, dirs, paired_caption(refs, method, n_boot, seed))
+    rows, pair_notes = report_stats.paired_frame(frame, metrics, {t: r for t, (r, _) in refs.items()}, method,
+                                                 n_boot, seed, report_runs.per_video_scores(runs))
+    notes += pair_notes
+    count = sum(np.isfinite(r["p"]) for r in rows)
+    paired = report_tables.paired_table(rows, metrics, dirs, paired_caption(refs, method, count))
     if paired:
         pfiles = report_tables.write_table(paired, pd.DataFrame(rows), root, "paired", f"tab:{slug(sweep)}-paired")
         files.update({"paired (Markdown)": pfiles["md"], "paired (CSV)": pfiles["csv"],
                       "paired (LaTeX)": pfiles["tex"]})
     if opts["reference"] and any(r != opts["reference"] for r, _ in refs.values()):
         notes.append(f"--reference {opts['reference']} did not run on every task; there the best variant is used")
+    tests = report_stats.baseline_tests(frame, metrics, dirs, baselines)
+    if tests:
+        pd.DataFrame(tests).to_csv(root / "baselines.csv", index=False)
+        files["against baselines (CSV)"] = root / "baselines.csv"
     return {"table": table, "paired": paired, "files": files, "notes": notes, "baselines": baselines,
-            "verdicts": report_tables.baseline_verdicts(agg, metrics, dirs, baselines, references)}
+            "verdicts": report_tables.baseline_verdicts(agg, tests, metrics, baselines, references),
+            "verdict_caption": report_tables.verdict_caption(sum(np.isfinite(t["p"]) for t in tests))}
 
 
 def sweep_report(sweep: str, runs: list, results: Path, out: Path, opts: dict) -> Path:
@@ -219,19 +244,30 @@ def sweep_report(sweep: str, runs: list, results: Path, out: Path, opts: dict) -
     (root / "plots").mkdir(parents=True, exist_ok=True)
     (root / "videos").mkdir(exist_ok=True)
     for stale in [*(root / "plots").glob("*.png"), *(root / "plots").glob("*.pdf"), *(root / "videos").glob("*.gif"),
-                  *root.glob("paired.*")]:
+                  *root.glob("paired.*"), *root.glob("baselines.csv"), *root.glob("tasks.*"), *root.glob("grid.*")]:
         stale.unlink()  # a file of an earlier report that this one may not remake
     frame = report_runs.runs_frame(runs)
     tables = sweep_tables(sweep, runs, frame, root, opts)
     files = {**tables["files"], **report_runs.save_frame(frame, root)}
     variants = sorted({r.variant for r in runs})
     notes = sweep_notes(runs, frame, report_runs.metric_names(runs)) + tables["notes"]
+    scaling = (report_scaling.scaling_section(sweep, runs, root) if report_scaling.applies(sweep)
+               else {"plots": [], "files": {}, "notes": []})  # curves against FLOPs, frontier, power law
+    files.update(scaling["files"])
+    notes += scaling["notes"]
+    masks = report_masks.write(sweep, runs, root)  # tasks: unified vs specialists; mask_grid: heatmaps
+    files.update(masks["files"])
+    notes += masks["notes"]
+    dynamics = report_dynamics.sweep_dynamics(runs, root, opts)  # procedural data: the tracker vs the simulator
+    files.update(dynamics["files"])
     for n in notes:
         log.warning("%s: %s", sweep, n)
     page = report_page.Page(
         sweep=sweep, states={s: sum(r.state == s for r in runs) for s in STATES if any(r.state == s for r in runs)},
         table=tables["table"], paired=tables["paired"], verdicts=tuple(tables["verdicts"]), files=files,
-        plots=sweep_plots(runs, variants, root / "plots", Path(results) / "bench", tables["baselines"]),
+        verdict_caption=tables["verdict_caption"], dynamics=tuple(dynamics["tables"]),
+        dynamics_verdicts=tuple(dynamics["verdicts"]), dynamics_caption=dynamics["verdict_caption"],
+        plots=sweep_plots(runs, variants, root / "plots", tables["baselines"]) + scaling["plots"] + masks["plots"],
         videos=sweep_videos(runs, root / "videos"), protocol=protocol_summary(runs),
         failed=[dict(variant=r.variant, seed=r.seed, run_id=r.run_id, attempts=r.attempts, log=r.job_log,
                      error=r.error or "(no error recorded)") for r in runs if r.state == "failed"],
@@ -256,22 +292,24 @@ def build_report(results="results", sweeps=None, out=None, n_boot: int = 2000, s
 def get_args_parser() -> argparse.ArgumentParser:
     parser = vdt_cli.parser(
         "python metrics/report.py",
-        "Turn the runs of a sweep into tables (mean over seeds with a named 95% interval, beside the trivial "
-        "baselines; paired differences between variants), plots, sample videos and an offline HTML page, written to "
-        "<out>/<sweep>/ (index.html, README.md, table.*, paired.*, runs.csv/.parquet, plots/, videos/).",
+        "Turn the runs of a sweep into tables (mean over seeds with a named 95% interval and the training cost, "
+        "beside the baselines; paired differences between variants, Holm-adjusted), plots, sample videos and an "
+        "offline HTML page, written to <out>/<sweep>/ (index.html, README.md, table.*, paired.*, baselines.csv, "
+        "runs.csv/.parquet, plots/, videos/).",
         examples=["python metrics/report.py --sweep conditioning",
                   "python metrics/report.py --results /shared/vdt-runs --sweep depth --out /tmp/report"],
         notes=f"No runs yet? Make some with: {MAKE_RUNS}\nexit status: 0 done, 2 an input error (no runs under "
               "--results, an unknown --sweep, a bad option).")
     parser.add_argument("--results", default="results",
-                        help="folder holding runs/<sweep>/<run_id>/ and bench/<machine>/*.json (default: results)")
+                        help="folder holding runs/<sweep>/<run_id>/ (default: results)")
     parser.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="NAME",
                         help="sweeps to report (default: every sweep under <results>/runs/)")
     parser.add_argument("--out", default=None, help="where the <sweep>/ report folders go (default: --results)")
     parser.add_argument("--bootstrap", type=int, default=2000,
-                        help="bootstrap resamples for the intervals (default: 2000)")
+                        help="bootstrap resamples for the intervals of 10 seeds or more (default: 2000)")
     parser.add_argument("--ci-method", default="BCa", choices=report_stats.METHODS,
-                        help="scipy.stats.bootstrap method of the 95%% intervals (default: BCa)")
+                        help="scipy.stats.bootstrap method of the 95%% intervals from 10 seeds (default: BCa; fewer "
+                             "seeds get the Student t interval)")
     parser.add_argument("--reference", default=None, metavar="VARIANT",
                         help="the variant every other one is compared with, paired by seed (default: per task, the "
                              "variant with the best mean of the first metric, PSNR when there is one)")
@@ -290,6 +328,8 @@ def write_reports(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if args.bootstrap < 1:
         raise ConfigError(f"--bootstrap {args.bootstrap}: must be >= 1")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; give a folder for the <sweep>/ reports")
     pages = build_report(args.results, args.sweep, args.out, args.bootstrap, args.seed, args.ci_method,
                          args.reference)
     for sweep, index in pages.items():

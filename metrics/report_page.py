@@ -47,7 +47,11 @@ class Page:
     notes: list  # warnings about a partly done sweep
     env: dict  # label -> text
     paired: report_tables.Table | None = None  # variant - reference, matched by seed
-    verdicts: tuple = ()  # one sentence per (task, variant) against the trivial baselines and FVD references
+    verdicts: tuple = ()  # one sentence per (task, variant) against the baselines and FVD references
+    verdict_caption: str = ""  # the verdicts' test, correction and number of comparisons
+    dynamics: tuple = ()  # report_dynamics: one Table per task with a dynamics readout (procedural data)
+    dynamics_verdicts: tuple = ()  # its variants against the baselines, one sentence per (task, variant)
+    dynamics_caption: str = ""  # their test, correction and number of comparisons
 
 
 def git_commit(repo: Path) -> str:
@@ -119,11 +123,16 @@ def render_html(page: Page, root: Path) -> str:
     parts += ["<h2>Results</h2>", html_table(page.table), "<p>Files: " + " · ".join(
         f'<a href="{rel(p, root)}">{esc(label)}</a>' for label, p in page.files.items()) + "</p>"]
     if page.verdicts:
-        parts.append("<h3>Against the trivial baselines</h3><ul>" + "".join(f"<li>{esc(v)}</li>" for v in page.verdicts)
-                     + "</ul>")
+        parts.append(f"<h3>Against the baselines</h3><p>{esc(page.verdict_caption)}</p><ul>"
+                     + "".join(f"<li>{esc(v)}</li>" for v in page.verdicts) + "</ul>")
     parts.append("<h3>Paired comparisons</h3>")
     parts.append(html_table(page.paired) if page.paired else "<p>No two variants share a seed: nothing is paired.</p>")
     parts.append(f"<p><b>Rule.</b> {esc(report_stats.SIGNIFICANCE_RULE)} {esc(report_stats.SMALL_N_NOTE)}</p>")
+    if page.dynamics:
+        parts += ["<h3>Dynamics readout</h3>"] + [html_table(t) for t in page.dynamics]
+    if page.dynamics_verdicts:
+        parts.append(f"<p>Against the baselines: {esc(page.dynamics_caption)}</p><ul>"
+                     + "".join(f"<li>{esc(v)}</li>" for v in page.dynamics_verdicts) + "</ul>")
     if page.plots:
         parts.append("<h2>Plots</h2>")
         parts += [f'<figure><a href="{rel(pdf, root)}"><img src="{rel(png, root)}" alt="{esc(title)}"></a>'
@@ -162,11 +171,17 @@ def render_readme(page: Page, root: Path) -> str:
     lines += ["## Results", "", report_tables.to_markdown(page.table)]
     lines += [" · ".join(f"[{label}]({rel(p, root)})" for label, p in page.files.items()), ""]
     if page.verdicts:
-        lines += ["### Against the trivial baselines", ""] + [f"- {v}" for v in page.verdicts] + [""]
+        lines += ["### Against the baselines", "", page.verdict_caption, ""] + [f"- {v}" for v in page.verdicts]
+        lines += [""]
     lines += ["### Paired comparisons", ""]
     lines += [report_tables.to_markdown(page.paired) if page.paired else "No two variants share a seed: nothing is "
               "paired.\n"]
     lines += [f"**Rule.** {report_stats.SIGNIFICANCE_RULE} {report_stats.SMALL_N_NOTE}", ""]
+    if page.dynamics:
+        lines += ["### Dynamics readout", ""] + [report_tables.to_markdown(t) for t in page.dynamics]
+    if page.dynamics_verdicts:
+        lines += [f"Against the baselines: {page.dynamics_caption}", ""] + [f"- {v}" for v in page.dynamics_verdicts]
+        lines += [""]
     if page.plots:
         lines += ["## Plots", ""] + [f"![{t}]({rel(png, root)}) ([PDF]({rel(pdf, root)}))\n" for t, png, pdf in
                                      page.plots]

@@ -1,12 +1,21 @@
-"""Report plots: convergence curves (one line per variant, seeds as a band) and the cost of a step.
+"""Report plots: training curves (one line per variant, the mean over seeds, and a min-max band over seeds).
 
 Every figure is saved as PNG (for the page) and PDF (for the paper). A curve is a pair of
-arrays (x, y); a series maps each variant to the curves of its seeds.
+arrays (x, y); a series maps each variant to the curves of its seeds. ``training_plots`` makes
+every plot read from train_log.jsonl:
+
+- the training loss against step and wall time, one panel per diffusion objective (ε, v and x0
+  losses are on different scales, so never on one axis);
+- each metric of the evaluation during training (``eval.every``: records ``{"event": "eval", "step",
+  "train_flops", "wall_time", "eval": {task: {metric: value}}, "baselines": ...}``, written by
+  ``metrics/live_eval.py``) against training step, training FLOPs and training wall time, with the
+  baselines scored on the same clips as horizontal lines;
+- the sweep's own cost: each run's training FLOPs against its wall time (``train_flops`` of the
+  log lines).
 """
 
-import json
-import logging
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +24,6 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-log = logging.getLogger("report")
 GRID_POINTS = 400  # points of the common x grid the seeds of a variant are interpolated onto
 
 
@@ -42,16 +50,36 @@ def loss_series(runs: list, x_key: str, scale: float = 1.0) -> dict:
     return out
 
 
-def eval_series(runs: list) -> dict:
-    """(task, metric) -> {variant: [(step, value) per seed]} from the eval lines of the train logs."""
+def eval_series(runs: list, x_key: str = "step", scale: float = 1.0) -> dict:
+    """(task, metric) -> {variant: [(x / scale, value) per seed]} from the eval records of the train logs; x_key:
+    step, train_flops or wall_time (a record without it is left out)."""
     keys = sorted({(t, m) for r in runs for rec in r.log for t, res in (rec.get("eval") or {}).items()
                    for m in res})
     out = {}
     for task, m in keys:
         for r in runs:
-            x, y = curve(r.log, "step", lambda rec, t=task, k=m: ((rec.get("eval") or {}).get(t) or {}).get(k))
-            out.setdefault((task, m), {}).setdefault(r.variant, []).append((x, y))
+            x, y = curve(r.log, x_key, lambda rec, t=task, k=m: ((rec.get("eval") or {}).get(t) or {}).get(k))
+            out.setdefault((task, m), {}).setdefault(r.variant, []).append((x / scale, y))
     return out
+
+
+def eval_baselines(runs: list) -> dict:
+    """task -> {baseline: {metric: value}}: the baselines of the eval records (scored on the evaluation's clips), mean
+    over the runs' last records."""
+    values = {}
+    for r in runs:
+        last = [rec for rec in r.log if rec.get("baselines")]
+        for task, fills in (last[-1]["baselines"] if last else {}).items():
+            for name, scores in fills.items():
+                for m, v in scores.items():
+                    if v is not None and math.isfinite(float(v)):
+                        values.setdefault(task, {}).setdefault(name, {}).setdefault(m, []).append(float(v))
+    return {t: {n: {m: float(np.mean(v)) for m, v in ms.items()} for n, ms in fs.items()} for t, fs in values.items()}
+
+
+def objective(run) -> str:
+    """The diffusion objective a run trained on (its config's diffusion.prediction)."""
+    return str(run.config.get("diffusion.prediction", "eps (default)"))
 
 
 # ---------------------------------------------------------------- convergence
@@ -86,9 +114,10 @@ def fits_log(values) -> bool:
     return v.size > 1 and v.min() > 0 and v.max() / v.min() >= 10
 
 
-def save(fig, stem: Path) -> list:
+def save(fig, stem: Path, **margins) -> list:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.91)  # fixed margins: tight_layout is slow
+    # fixed margins: tight_layout is slow
+    fig.subplots_adjust(**{"left": 0.13, "right": 0.97, "bottom": 0.13, "top": 0.91, **margins})
     for p in paths:
         fig.savefig(p, dpi=120 if p.suffix == ".png" else None)
     plt.close(fig)
@@ -101,28 +130,61 @@ def nonempty(series: dict) -> dict:
     return {v: curves for v, curves in series.items() if curves}
 
 
-def plot_bands(series: dict, stem: Path, *, xlabel: str, ylabel: str, title: str, variants: list) -> list:
+def draw_bands(ax, series: dict, variants: list, lines: dict | None = None, log_y: bool | None = None) -> None:
+    """On ``ax``: one line per variant (mean over seeds) with a min-max band over seeds, and each of ``lines`` (label
+    -> y) as a horizontal line. log_y None: a log axis when the values span a decade (``fits_log``)."""
+    colour, all_y = colours(variants), []
+    for v in [v for v in variants if v in series]:
+        grid, mean, low, high = band(series[v])
+        ax.plot(grid, mean, color=colour[v], lw=1.6, marker="o" if grid.size <= 30 else None, ms=3,
+                label=f"{v} (n={len(series[v])})")
+        if np.isfinite(low).any():
+            ax.fill_between(grid, low, high, color=colour[v], alpha=0.2, lw=0)
+        all_y.append(np.concatenate([y for _, y in series[v]]))
+    for (label, y), style in zip(sorted((lines or {}).items()), ("--", ":", "-.", (0, (1, 3)), (0, (5, 1))),
+                                 strict=False):
+        if math.isfinite(y):
+            ax.axhline(y, color="black", ls=style, lw=1.0, label=label)
+    if log_y or (log_y is None and fits_log(np.concatenate(all_y))):
+        ax.set_yscale("log")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_bands(series: dict, stem: Path, *, xlabel: str, ylabel: str, title: str, variants: list,
+               lines: dict | None = None, log_y: bool | None = None) -> list:
     """One line per variant (mean over seeds) with a min-max band over seeds; returns [png, pdf] or []."""
     series = nonempty(series)
     if not series:
         return []
-    colour = colours(variants)
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    all_y = []
-    for v in [v for v in variants if v in series]:
-        grid, mean, low, high = band(series[v])
-        ax.plot(grid, mean, color=colour[v], lw=1.6, label=f"{v} (n={len(series[v])})")
-        if np.isfinite(low).any():
-            ax.fill_between(grid, low, high, color=colour[v], alpha=0.2, lw=0)
-        all_y.append(np.concatenate([y for _, y in series[v]]))
-    if fits_log(np.concatenate(all_y)):
-        ax.set_yscale("log")
+    draw_bands(ax, series, variants, lines, log_y)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
     ax.legend(title="variant (seeds)", fontsize=8, title_fontsize=8)
     return save(fig, stem)
+
+
+def plot_panels(panels: list, stem: Path, *, ylabel: str, title: str, variants: list, lines: dict | None = None,
+                sharey: bool = True, log_y: bool | None = False) -> list:
+    """Side-by-side panels (subtitle, xlabel, series), each drawn as ``plot_bands`` draws; panels without data are
+    left out; [png, pdf] or [] when none has data."""
+    panels = [(sub, xlabel, nonempty(series)) for sub, xlabel, series in panels]
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.8, 4.0), sharey=sharey, squeeze=False)
+    for i, (ax, (sub, xlabel, series)) in enumerate(zip(axes[0], panels, strict=True)):
+        draw_bands(ax, series, variants, lines, log_y)
+        ax.set_xlabel(xlabel)
+        ax.set_title(sub, fontsize=9)
+        if i == 0 or not sharey:
+            ax.set_ylabel(ylabel)
+    axes[0][-1].legend(title="variant (seeds)", fontsize=7, title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    wide = len(panels) > 1
+    return save(fig, stem, left=0.08 if wide else 0.13, right=0.98, bottom=0.14, top=0.84,
+                wspace=0.12 if sharey else 0.3)
 
 
 def plot_x0(series: dict, lines: dict, stem: Path, *, task: str, variants: list) -> list:
@@ -141,7 +203,7 @@ def plot_x0(series: dict, lines: dict, stem: Path, *, task: str, variants: list)
     for (label, db), style in zip(sorted(lines.items()), ("--", ":", "-.", (0, (1, 3))), strict=False):
         if math.isfinite(db):
             ax.axhline(db, color="black", ls=style, lw=1.0, label=f"{label}: {db:.2f} dB")
-    ax.set_xlabel("diffusion step t of the noised input (0 = clean, larger = noisier)")
+    ax.set_xlabel("diffusion timestep t of the model's input (its noise level: 0 = clean, larger = noisier)")
     ax.set_ylabel("x0-estimate PSNR (dB), generated region")
     ax.set_title(f"Clean-frame estimate by noise level ({task}; band: min-max over seeds)", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
@@ -158,55 +220,75 @@ def time_unit(max_seconds: float) -> tuple:
     return 1.0, "s"
 
 
-# ---------------------------------------------------------------- cost (benchmarks)
+# ---------------------------------------------------------------- the sweep's plots
 
 
-def read_bench(bench_dir: Path) -> list:
-    """Benchmarks that record a token count (or tokens/s), from results/bench/<machine-id>/**/*.json
-    (pytest-benchmark JSON; it keeps its files in a subfolder per interpreter)."""
-    points = []
-    for path in sorted(Path(bench_dir).glob("*/**/*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            log.warning("skipping unreadable benchmark file %s: %s", path, e)
-            continue
-        for b in data.get("benchmarks", []):
-            extra, stats = b.get("extra_info") or {}, b.get("stats") or {}
-            seconds = extra.get("step_time_s", stats.get("median", stats.get("mean")))
-            tokens = extra.get("tokens")
-            if tokens is None and extra.get("tokens_per_s") is not None and seconds is not None:
-                tokens = extra["tokens_per_s"] * seconds  # tokens per step
-            if tokens is None or seconds is None:
-                continue
-            name = b.get("group") or str(b.get("name", "?")).split("[")[0]
-            machine = path.relative_to(bench_dir).parts[0]
-            points.append({"machine": machine, "name": name, "tokens": float(tokens),
-                           "seconds": float(seconds), "extra": extra})
-    return points
+METRIC_AXIS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
+BAND = "line: mean over seeds; band: min-max over seeds"
 
 
-def plot_cost(points: list, stem: Path) -> list:
-    """Step time against token count, one line per (machine, benchmark); [] when there is nothing to plot."""
-    if not points:
-        return []
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    keys = sorted({(p["machine"], p["name"]) for p in points})
-    for machine, name in keys:
-        pts = sorted((p["tokens"], p["seconds"]) for p in points if (p["machine"], p["name"]) == (machine, name))
-        t, s = np.array(pts).T
-        # Only a scaling series is one model at growing length; other groups compare different configs.
-        ax.plot(t, s * 1e3, marker="o", ms=4, lw=1.4 if name.startswith("scaling") else 0,
-                label=f"{name} ({machine})")
-    tokens = [p["tokens"] for p in points]
-    times = [p["seconds"] for p in points]
-    if fits_log(tokens):
-        ax.set_xscale("log", base=2)
-    if fits_log(times):
-        ax.set_yscale("log")
-    ax.set_xlabel("sequence length (tokens)")
-    ax.set_ylabel("step time (ms)")
-    ax.set_title("Cost of a step (pytest-benchmark)", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
-    return save(fig, stem)
+def metric_axis(metric: str) -> str:
+    """'psnr' -> 'PSNR (dB)'; 'psnr_margin_motion' -> 'PSNR (dB) minus the motion baseline's'."""
+    base, _, rest = metric.partition("_margin_")
+    label = METRIC_AXIS.get(base, base)
+    return f"{label} minus the {rest} baseline's" if rest else label
+
+
+def cost_series(runs: list, scale: float) -> dict:
+    """{variant: [(wall time / scale, training FLOPs) per seed]} from the train_flops of the log lines."""
+    out = {}
+    for r in runs:
+        x, y = curve([rec for rec in r.log if "loss" in rec], "wall_time", lambda rec: rec.get("train_flops"))
+        out.setdefault(r.variant, []).append((x / scale, y))
+    return out
+
+
+def training_plots(runs: list, variants: list, plot_dir: Path) -> list:
+    """(title, png, pdf) of every plot the train logs have data for: loss, evaluation during training, cost."""
+    plots = []
+
+    def add(title, paths):
+        if paths:
+            plots.append((title, *paths))
+
+    wall = [rec["wall_time"] for r in runs for rec in r.log if rec.get("wall_time") is not None]
+    div, unit = time_unit(max(wall, default=0.0))
+    objectives = sorted({objective(r) for r in runs})
+    for x_key, scale, stem, xlabel in (("step", 1.0, "loss_step", "training step (optimizer updates)"),
+                                       ("wall_time", div, "loss_time", f"wall-clock training time ({unit})")):
+        panels = [(f"objective: {o}", xlabel, loss_series([r for r in runs if objective(r) == o], x_key, scale))
+                  for o in objectives]
+        which = "one panel per objective: their losses are on different scales" if len(objectives) > 1 else \
+            f"objective {objectives[0]}" if objectives else ""
+        add(f"Training loss against {'step' if x_key == 'step' else 'wall-clock time'} ({which})", plot_panels(
+            panels, plot_dir / stem, ylabel="training loss (diffusion objective)", sharey=False, log_y=None,
+            title=f"Training loss ({which}; {BAND})", variants=variants))
+    flops = eval_series(runs, "train_flops", 1e12)
+    times = eval_series(runs, "wall_time", div)
+    baselines = eval_baselines(runs)
+    for (task, m), series in eval_series(runs).items():
+        label = metric_axis(m)
+        base = m.partition("_margin_")
+        lines = ({f"{base[2]} baseline (margin 0)": 0.0} if base[2] else
+                 {f"baseline {name}: {scores[m]:.3g}": scores[m]
+                  for name, scores in baselines.get(task, {}).items() if m in scores})
+        panels = [("against training step", "training step", series),
+                  ("against training compute", "training FLOPs (x 1e12, model forward + backward)",
+                   flops.get((task, m), {})),
+                  ("against training time", f"training wall-clock time ({unit}, evaluation excluded)",
+                   times.get((task, m), {}))]
+        from_ = {rec.get("split") for r in runs for rec in r.log if rec.get("event") == "eval"} - {None}
+        split = f"{'/'.join(sorted(from_))} clips" if from_ else "clips"
+        add(f"{label} on {task} during training ({split} of the evaluation during training), against step, "
+            "FLOPs and wall time", plot_panels(panels, plot_dir / f"eval_{slug(task)}_{slug(m)}", ylabel=label,
+                                              title=f"{label}, {task}, during training on {split} ({BAND})",
+                                              variants=variants, lines=lines))
+    add("Training compute against wall-clock time, per run", plot_bands(
+        cost_series(runs, div), plot_dir / "cost", xlabel=f"wall-clock training time ({unit})",
+        ylabel="training FLOPs (model forward + backward)", log_y=False, variants=variants,
+        title=f"The sweep's training cost: FLOPs against time ({BAND})"))
+    return plots
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "x"

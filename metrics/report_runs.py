@@ -4,6 +4,7 @@ Reads result files only, named by ``vdt.layout.RunLayout`` (config.json, run.jso
 train_log.jsonl, eval.json, samples/). What a run has not written yet is absent, never invented;
 fields that newer evaluations add (per-video scores, baselines' FVD, the real-vs-real FVD
 reference, the clean-frame diagnostic, the measured generated share) are read when present.
+An eval.json that is not the evaluation of the run as it is now (``why_stale``) is refused, with a warning.
 """
 
 import json
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from metrics.report_stats import finite, number
+from vdt import layout
 from vdt.errors import InputError
 from vdt.layout import RunLayout
 
@@ -44,8 +47,10 @@ class Run:
     overrides: dict
     config: dict  # flattened to dotted keys
     log: list  # train_log.jsonl records
-    eval: dict | None
+    eval: dict | None  # None too when eval.json is not current (``refused`` says why)
     env: list  # "env" dicts recorded in run.json / eval.json
+    refused: str | None = None  # why eval.json was not used: it is not the evaluation of this run as it is now
+    tuned_on: str | None = None  # the split the profile's settings were chosen on, as run.json records it
 
     def tasks(self) -> dict:
         """task -> its eval.json result ({} before evaluation)."""
@@ -60,15 +65,15 @@ class Run:
 # ---------------------------------------------------------------- reading runs
 
 
-def read_json(path: Path) -> dict | None:
-    """The file's JSON object, None when absent; a corrupt file is logged and read as absent."""
+def json_object(path: Path) -> dict | None:
+    """``vdt.layout.read_json``, and a warning when the file is there but holds no JSON object (read as absent)."""
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("unreadable %s: %s", path, e)
+    obj = layout.read_json(path)
+    if not isinstance(obj, dict):
+        log.warning("unreadable %s: not a JSON object; read as absent", path)
         return None
+    return obj
 
 
 def read_jsonl(path: Path) -> list:
@@ -96,19 +101,48 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def finite(values) -> np.ndarray:
-    x = np.asarray([number(v) for v in values], dtype=float)
-    return x[np.isfinite(x)]
+def newest_checkpoint_step(files: RunLayout) -> int | None:
+    """The step of the newest step_<N>.pt under checkpoints/ (None when there is none)."""
+    steps = [int(p.stem.split("_")[1]) for p in files.checkpoints.glob("step_*.pt") if p.stem.split("_")[1].isdigit()]
+    return max(steps, default=None)
+
+
+def why_stale(files: RunLayout, ev: dict, config: dict) -> str | None:
+    """Why eval.json's content ``ev`` is not the evaluation of the run as it is now; None when it is.
+
+    ``vdt.layout.why_not_evaluated``: made from checkpoints/last.pt (its SHA-256), for the final step, every task
+    of eval.tasks, with config.json's eval settings. What an eval.json too old to record it (its eval settings, its
+    checkpoint's SHA-256) or a run copied without its checkpoints lacks is not held against it; what is there must
+    match. Then: no step checkpoint newer than the step scored."""
+    if config:
+        ckpt = ev.get("checkpoint") if isinstance(ev.get("checkpoint"), dict) else {}
+        recorded, on_disk = ckpt.get("sha256"), layout.checkpoint_sha256(files.last_ckpt)
+        record = {**ev, "eval": ev.get("eval", config.get("eval")),
+                  "checkpoint": {**ckpt, "sha256": recorded or "not recorded"}}
+        why = layout.why_not_evaluated(record, config, on_disk if recorded and on_disk else recorded or "not recorded")
+        if why:
+            return why
+    step, newest = ev.get("step"), newest_checkpoint_step(files)
+    if isinstance(step, int) and newest is not None and newest > step:
+        return f"it scores step {step}, but checkpoints/ holds step {newest}"
+    return None
 
 
 def load_run(path: Path, sweep: str) -> Run:
-    """Read one run directory; what a run has not written yet is absent, never invented."""
+    """Read one run directory; what a run has not written yet is absent, never invented. An eval.json that is not
+    current (``why_stale``) is left out, with a warning naming the run and why."""
     files = RunLayout(path)
-    info = read_json(files.run_info) or {}
-    state = read_json(files.state) or {}
-    config = flatten(read_json(files.config) or {})
+    info = json_object(files.run_info) or {}
+    state = json_object(files.state) or {}
+    raw_config = json_object(files.config) or {}
+    config = flatten(raw_config)
     train_log = read_jsonl(files.train_log)
-    ev = read_json(files.eval_json)
+    ev = json_object(files.eval_json)
+    refused = why_stale(files, ev, raw_config) if ev else None
+    if refused:
+        log.warning("run %s: eval.json not used: %s; re-evaluate with: python metrics/evaluate.py --run-dir %s",
+                    path, refused, path)
+        ev = None
     status = state.get("state") or ("done" if ev else "running" if train_log else "pending")
     steps = [r["step"] for r in train_log if "step" in r]
     seed = info.get("seed", config.get("train.seed"))
@@ -117,7 +151,7 @@ def load_run(path: Path, sweep: str) -> Run:
                variant=str(info.get("variant", path.name)), seed=None if seed is None else int(seed),
                state=status, step=state.get("step", steps[-1] if steps else None), error=state.get("error"),
                attempts=state.get("attempts"), job_log=state.get("log"), overrides=info.get("overrides") or {},
-               config=config, log=train_log, eval=ev, env=env)
+               config=config, log=train_log, eval=ev, env=env, refused=refused, tuned_on=info.get("tuned_on"))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -180,15 +214,6 @@ def directions(runs: list) -> dict:
     return out
 
 
-def number(value) -> float:
-    """A metric value as float; null (missing) stays NaN, never 0."""
-    try:
-        return math.nan if value is None else float(value)
-    except (TypeError, ValueError):
-        log.warning("not a number: %r (read as missing)", value)
-        return math.nan
-
-
 def clip_set(result: dict) -> str:
     """What makes two evaluations score the same test clips: the real-clip record, the count and the frames."""
     p = result.get("protocol") or {}
@@ -198,25 +223,54 @@ def clip_set(result: dict) -> str:
                       sort_keys=True)
 
 
+# eval.* fields that change no score of a task: which tasks run, and the during-training evaluation
+NOT_SCORING = ("tasks", "every", "every_videos")
+# protocol fields that describe how a task was scored (an eval.json too old to record its eval settings)
+SCORING_PROTOCOL = ("sampler", "sample_steps", "eta", "guidance", "best_of", "num_videos", "weights", "space",
+                    "prediction", "resolution", "frames", "task_params")
+
+
+def eval_settings(ev: dict, result: dict) -> str:
+    """What two evaluations of one task must share for their scores to be averaged: eval.json's eval settings
+    (less NOT_SCORING), the clips scored (``clip_set``), the protocol's scoring fields and any signature it records
+    (e.g. of the data's clip list), as JSON text."""
+    protocol = result.get("protocol") or {}
+    settings = {k: v for k, v in (ev.get("eval") or {}).items() if k not in NOT_SCORING}
+    settings.update({f"protocol.{k}": protocol[k] for k in SCORING_PROTOCOL if k in protocol})
+    settings.update({k: v for k, v in {**ev, **protocol}.items() if "signature" in k})
+    settings["clips"] = clip_set(result)
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def train_cost(r: Run) -> tuple:
+    """(training FLOPs, training wall time in s) up to the run's last logged step, from train_log.jsonl: the last
+    record's "train_flops" (cumulative: vdt.model.count_flops per step times steps) and the last training line's
+    "wall_time"; NaN where not logged."""
+    flops = [rec["train_flops"] for rec in r.log if rec.get("train_flops") is not None]
+    wall = [rec["wall_time"] for rec in r.log if rec.get("wall_time") is not None and "loss" in rec]
+    return number(flops[-1]) if flops else math.nan, number(wall[-1]) if wall else math.nan
+
+
 def runs_frame(runs: list) -> pd.DataFrame:
-    """One row per run and evaluated task (a run without eval.json has one row, task NaN)."""
+    """One row per run and evaluated task (a run without a usable eval.json has one row, task NaN)."""
     fields, metrics = varied_fields(runs), metric_names(runs)
     rows = []
     for r in runs:
         losses = [x for x in r.log if "loss" in x]
+        flops, wall = train_cost(r)
         base = {"sweep": r.sweep, "variant": r.variant, "seed": r.seed, "run_id": r.run_id, "state": r.state,
                 "step": r.step, "error": r.error}
         base.update({k: r.config.get(k, r.overrides.get(k)) for k in fields})
         base.update({"overrides": json.dumps(r.overrides, sort_keys=True),
                      "final_loss": number(losses[-1]["loss"]) if losses else math.nan,
-                     "wall_time_s": number(losses[-1].get("wall_time")) if losses else math.nan,
-                     "gen_frac": r.gen_frac()})
+                     "wall_time_s": wall, "train_flops": flops, "gen_frac": r.gen_frac(), "eval_refused": r.refused})
         for task, result in (r.tasks() or {None: {}}).items():
             row = dict(base, task=task, eval_step=(r.eval or {}).get("step"), weights=(r.eval or {}).get("weights"))
             row.update({m: number(result.get("metrics", {}).get(m)) for m in metrics})
             row["missing"] = json.dumps(result.get("missing") or {}, sort_keys=True) if task else None
             row["protocol"] = json.dumps(result.get("protocol") or {}, sort_keys=True) if task else None
             row["clips"] = clip_set(result) if task else None
+            row["settings"] = eval_settings(r.eval, result) if task else None
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -273,14 +327,34 @@ def baseline_values(runs: list) -> dict:
     return {t: {b: {m: mean_of(v) for m, v in d.items()} for b, d in names.items()} for t, names in values.items()}
 
 
+def band(value) -> dict | None:
+    """A reference as a band {mean, min, max, draws}: a number or an FVD record ({"fvd": x}) is one draw; a dict
+    {mean, min, max, draws} (draws: a count or the list of values) is taken as it is. None when it has no number."""
+    if isinstance(value, dict) and "mean" in value:
+        draws = value.get("draws")
+        values = finite(draws) if isinstance(draws, list) else np.array([])
+        mean = number(value["mean"])
+        low = number(value.get("min", values.min() if values.size else mean))
+        high = number(value.get("max", values.max() if values.size else mean))
+        n = len(draws) if isinstance(draws, list) else int(number(draws)) if math.isfinite(number(draws)) else 1
+        return {"mean": mean, "min": low, "max": high, "draws": n} if math.isfinite(mean) else None
+    x = mean_of([value])
+    return {"mean": x, "min": x, "max": x, "draws": 1} if math.isfinite(x) else None
+
+
 def reference_values(runs: list) -> dict:
-    """task -> reference name (e.g. fvd_real_vs_real) -> mean over the runs that computed it."""
-    values = {}
+    """task -> reference name (e.g. fvd_real_vs_real) -> band {mean, min, max, draws} over the runs that computed
+    it (a sweep's runs share their references, so these agree; if not, the band spans them all)."""
+    bands = {}
     for r in runs:
         for task, res in r.tasks().items():
             for name, v in (res.get("references") or {}).items():
-                values.setdefault(task, {}).setdefault(name, []).append(v)
-    return {t: {k: mean_of(v) for k, v in d.items()} for t, d in values.items()}
+                b = band(v)
+                if b:
+                    bands.setdefault(task, {}).setdefault(name, []).append(b)
+    return {t: {k: {"mean": float(np.mean([b["mean"] for b in bs])), "min": min(b["min"] for b in bs),
+                    "max": max(b["max"] for b in bs), "draws": max(b["draws"] for b in bs)} for k, bs in d.items()}
+            for t, d in bands.items()}
 
 
 def per_video_scores(runs: list) -> dict:

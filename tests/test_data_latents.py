@@ -5,6 +5,7 @@ channels: the SD VAE's 8x downsampling and 4 latent channels), saved with ``save
 the real file format with meaningless weights. Shapes, caching and resuming are what is tested.
 """
 
+import dataclasses
 import threading
 import time
 
@@ -16,7 +17,7 @@ from test_data_real import make_ucf, write_video
 from vdt.autoencoder import VAE, VAEWeightsMissingError, load_vae
 from vdt.config import DataConfig
 from vdt.data import build_dataset
-from vdt.data.latents import CHUNK, clip_plan
+from vdt.data.latents import CHUNK, clip_plan, segment_plan
 
 
 @pytest.fixture(autouse=True)
@@ -126,11 +127,12 @@ def test_real_videos_k_clips_per_video_and_labels(vae_dir, tmp_path, calls):
     root = make_ucf(tmp_path / "ucf", frames=24)
     cfg = DataConfig(name="ucf101", root=str(root), frames=4, size=16, autoencoder="sd-vae", vae_path=str(vae_dir),
                      latent_cache=str(tmp_path / "latents"), latent_clips=3, class_labels=True)
-    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
-    assert len(train) == 18 and len(test) == 3
+    train, val, test = build_dataset(cfg, "train"), build_dataset(cfg, "val"), build_dataset(cfg, "test")
+    assert len(train) == 9 and len(val) == len(test) == 3  # fold 1 trains on g02; g03 is val (one centred clip)
     z, label = train[4]
     assert z.shape == (4, 4, 2, 2) and label == train.labels[4]
-    assert train.labels.tolist() == [i // 6 for i in range(18)]  # 3 clips x 2 videos per class
+    assert train.labels.tolist() == [i // 3 for i in range(9)]  # 3 clips x 1 video per class
+    assert val.protocol()["offset"] == "centre of the video" and val.protocol()["clips_per_video"] == 1
     pixels = build_dataset(cfg.__class__(name="ucf101", root=str(root), frames=4, size=16), "train")
     starts = [s for i, s in clip_plan(pixels, "train", 3, 0) if i == 0]
     assert starts == sorted(starts) and len(set(starts)) == 3 and max(starts) <= 24 - 4  # one per stratum
@@ -148,3 +150,45 @@ def test_cache_key_follows_the_videos(vae_dir, tmp_path, calls):
     write_video(tmp_path / "tc" / "test" / "v2.mp4", 8)
     assert len(build_dataset(cfg, "test")) == 3 and calls.n > n
     assert np.all(np.isfinite(build_dataset(cfg, "test")[2].numpy()))
+
+
+def test_all_clips_are_strided_slices_of_per_frame_latents(vae_dir, tmp_path, calls):
+    """data.latent_clips=0: every first frame of every video, read from frames encoded once each."""
+    root = make_ucf(tmp_path / "ucf", frames=24)
+    kw = dict(name="ucf101", root=str(root), frames=5, stride=2, size=16, class_labels=True)
+    cfg = DataConfig(**kw, autoencoder="sd-vae", vae_path=str(vae_dir), latent_cache=str(tmp_path / "latents"),
+                     latent_clips=0)
+    train = build_dataset(cfg, "train")
+    pixels = build_dataset(DataConfig(**kw), "train")
+    span = (5 - 1) * 2 + 1
+    assert len(pixels) > 1 and len(train) == len(pixels) * (24 - span + 1)
+    segments = segment_plan(pixels)
+    assert [a for i, a in segments if i == 0] == [0, 5, 10, 15, 19]  # the last segment ends at the last frame
+    assert calls.n == -(-len(segments) // CHUNK)  # each frame encoded once (the overlap twice), not once per clip
+    vae = load_vae(vae_dir)
+    for index in (0, 15, 16, 16 + 5 + 3, len(train) - 1):  # first and last clip of a video, clips in the overlap
+        source, start = divmod(index, 16)
+        z, label = train[index]
+        expected = vae.encode(pixels.load(source, start)[None])[0]
+        assert z.shape == (5, 4, 2, 2) and label == pixels.labels[source]
+        assert torch.allclose(z, expected, atol=2e-3), index  # stored as float16
+    p = train.protocol()
+    assert p["clips_per_video"] == "all" and p["num_clips"] == len(train) and p["latent_frames"] == len(pixels) * 24
+    assert build_dataset(cfg, "test").protocol()["clips_per_video"] == 1  # evaluation clips: one per video
+    one = build_dataset(dataclasses.replace(cfg, latent_clips=1), "train")
+    assert len(one) == len(pixels) and one.folder != train.folder and not (one.folder / "clips.npy").exists()
+
+
+def test_all_clips_build_resumes_after_a_kill(vae_dir, tmp_path, calls):
+    root = make_ucf(tmp_path / "ucf", frames=24)
+    cfg = DataConfig(name="ucf101", root=str(root), frames=4, size=16, autoencoder="sd-vae", vae_path=str(vae_dir),
+                     latent_cache=str(tmp_path / "latents"), latent_clips=0)
+    calls.fail_at = 2
+    with pytest.raises(RuntimeError, match="killed"):
+        build_dataset(cfg, "train")
+    calls.n, calls.fail_at = 0, None
+    resumed = build_dataset(cfg, "train")
+    videos = len(build_dataset(dataclasses.replace(cfg, autoencoder="none"), "train"))
+    assert calls.n == -(-videos * 6 // CHUNK) - 1  # 6 segments of 4 frames per video; the chunks after the first
+    fresh = build_dataset(dataclasses.replace(cfg, latent_cache=str(tmp_path / "other")), "train")
+    assert len(resumed) == videos * 21 and torch.equal(torch.stack(list(resumed)), torch.stack(list(fresh)))

@@ -1,4 +1,4 @@
-"""Real-video datasets on tiny fixtures written here: UCF101, TaiChi-HD (mp4 and PNG), Sky Time-lapse.
+"""Real-video datasets on tiny fixtures written here: UCF101, TaiChi-HD (mp4 and PNG), Sky Time-lapse; their val splits.
 
 Every frame of a fixture video is flat grey at level 10 * (frame index) + 10, so a decoded
 clip tells which source frames it holds (mpeg4 keeps flat frames within a level or two).
@@ -17,6 +17,7 @@ from vdt.config import DataConfig
 from vdt.data import DatasetLayoutError, build_dataset
 from vdt.data import scan as scan_module
 from vdt.data.decode import resize_crop
+from vdt.data.layouts import val_groups
 from vdt.data.scan import BadDataError
 
 CLASSES = ["ApplyEyeMakeup", "Basketball", "HandstandPushups"]
@@ -91,7 +92,7 @@ def test_ucf_splits_labels_and_case(ucf):
     train = build_dataset(cfg("ucf101", ucf, class_labels=True), "train")
     test = build_dataset(cfg("ucf101", ucf, class_labels=True), "test")
     every = build_dataset(cfg("ucf101", ucf), "all")
-    assert (len(train), len(test), len(every)) == (6, 3, 9) and not train.bad  # HandStandPushups found
+    assert (len(train), len(test), len(every)) == (3, 3, 9) and not train.bad  # HandStandPushups found (g03 is val)
     assert train.num_classes == 3 and train.classes == CLASSES
     for ds in (train, test):
         for i in range(len(ds)):
@@ -136,9 +137,9 @@ def test_train_clips_random_per_epoch_but_reproducible(ucf):
 
 def test_dataloader_workers(ucf):
     ds = build_dataset(cfg("ucf101", ucf, class_labels=True), "train")
-    videos, labels = next(iter(torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2)))
-    assert torch.equal(videos, torch.stack([ds[i][0] for i in range(6)]))
-    assert labels.tolist() == [ds[i][1] for i in range(6)]
+    videos, labels = next(iter(torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)))
+    assert torch.equal(videos, torch.stack([ds[i][0] for i in range(3)]))
+    assert labels.tolist() == [ds[i][1] for i in range(3)]
 
 
 # ---------------------------------------------------------------- TaiChi-HD and Sky
@@ -162,16 +163,74 @@ def test_sky_two_levels_and_numeric_frame_order(tmp_path):
         write_frames(tmp_path / split / "vidA" / "vidA_1", 12, ext="jpg", pad=0)  # frame_2 before frame_10
         write_frames(tmp_path / split / "vidA" / "vidA_2", 12, ext="jpg", pad=0)
         write_frames(tmp_path / split / "vidB" / "vidB_1", 12, ext="jpg", pad=0)
-    ds = build_dataset(cfg("sky", tmp_path, frames=12), "train")
-    assert len(ds) == 3
+    ds = build_dataset(cfg("sky", tmp_path, frames=12), "all")
+    assert len(ds) == 6
     assert frame_ids(ds[0]) == list(range(12))
+    assert [p.split("/")[-2:] for p in ds.paths[:3]] == [["vidA", "vidA_1"], ["vidA", "vidA_2"], ["vidB", "vidB_1"]]
+
+
+# ---------------------------------------------------------------- the val split: whole groups held out of train
+
+
+def test_val_groups_rule():
+    ucf_groups = [f"g{g:02d}" for g in range(1, 26)]
+    for fold in (1, 2, 3):  # the official test groups: g01-g07, g08-g14, g15-g21; val is g24 and g25 in each fold
+        train = [g for g in ucf_groups if not 7 * (fold - 1) < int(g[1:]) <= 7 * fold]
+        assert val_groups(train * 3) == {"g24", "g25"}  # repeats (one entry per video) change nothing
+    assert val_groups(["b10", "b9", "a"]) == {"b10"}  # natural order, at least one group
+    assert val_groups([f"id{i}" for i in range(40)]) == {"id36", "id37", "id38", "id39"}  # 10%
+    assert val_groups(["only"]) == set()  # never the whole train split
+
+
+def test_ucf_val_is_held_out_of_the_train_list_by_groups(ucf):
+    train, val, test = (build_dataset(cfg("ucf101", ucf, class_labels=True), s) for s in ("train", "val", "test"))
+    assert all("_g03_" in p for p in val.paths) and len(val) == 3  # fold 1 trains on g02, g03: g03 is held out
+    assert all("_g02_" in p for p in train.paths)
+    listed = build_dataset(cfg("ucf101", ucf), "all").paths
+    assert sorted(train.paths + val.paths + test.paths) == sorted(listed)  # disjoint and complete
+    assert [val[i][1] for i in range(3)] == [0, 1, 2]  # labels from classInd
+    fold3 = build_dataset(cfg("ucf101", ucf, fold=3), "val")  # fold 3 trains on g01, g02
+    assert all("_g02_" in p for p in fold3.paths)
+
+
+def test_val_clips_are_centred_and_fixed(ucf):
+    ds = build_dataset(cfg("ucf101", ucf, stride=3), "val")
+    first = ds[0]
+    assert frame_ids(first) == [5, 8, 11, 14]
+    ds.set_epoch(4)
+    assert torch.equal(ds[0], first)
+    assert ds.protocol()["split"] == "val" and ds.protocol()["offset"] == "centre of the video"
+
+
+def test_taichi_val_holds_out_whole_youtube_ids(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    names = ["idA#000010#000040", "idB#000000#000030", "idB#000050#000090", "idA#000100#000140", "idC#000001#000030"]
+    for n in names:
+        write_frames(tmp_path / "train" / f"{n}.mp4", 6)
+    write_frames(tmp_path / "test" / "idZ#000000#000030.mp4", 6)
+    train, val = build_dataset(cfg("taichi", tmp_path), "train"), build_dataset(cfg("taichi", tmp_path), "val")
+    assert [os.path.basename(p).split("#")[0] for p in val.paths] == ["idC"]
+    assert sorted(os.path.basename(p).split("#")[0] for p in train.paths) == ["idA", "idA", "idB", "idB"]
+    assert build_dataset(cfg("taichi", tmp_path), "val").paths == val.paths  # deterministic
+
+
+def test_sky_val_holds_out_whole_video_folders(tmp_path):
+    for video, clips in (("vidA", 2), ("vidB", 1), ("vidC", 2)):
+        for c in range(clips):
+            write_frames(tmp_path / "sky_train" / video / f"{video}_{c}", 4, ext="jpg")
+    write_frames(tmp_path / "sky_test" / "vidZ" / "vidZ_0", 4, ext="jpg")
+    train, val = build_dataset(cfg("sky", tmp_path), "train"), build_dataset(cfg("sky", tmp_path), "val")
+    assert [p.split("/")[-2] for p in val.paths] == ["vidC", "vidC"]
+    assert [p.split("/")[-2] for p in train.paths] == ["vidA", "vidA", "vidB"]
+    assert len(build_dataset(cfg("sky", tmp_path), "all")) == 6
 
 
 # ---------------------------------------------------------------- bad data and layout errors
 
 
 def test_bad_files_skipped_counted_logged_and_thresholded(tmp_path):
-    split = tmp_path / "taichi" / "train"
+    split = tmp_path / "taichi" / "test"
     split.mkdir(parents=True)
     for k in range(5):
         write_video(split / f"ok{k}.mp4", 10)
@@ -179,14 +238,14 @@ def test_bad_files_skipped_counted_logged_and_thresholded(tmp_path):
     data = (split / "ok0.mp4").read_bytes()
     (split / "truncated.mp4").write_bytes(data[: len(data) // 2])
     write_video(split / "short.mp4", 3)
-    ds = build_dataset(cfg("taichi", tmp_path / "taichi", max_bad_fraction=0.5), "train", log_dir=tmp_path / "run")
+    ds = build_dataset(cfg("taichi", tmp_path / "taichi", max_bad_fraction=0.5), "test", log_dir=tmp_path / "run")
     assert len(ds) == 5 and len(ds.bad) == 3 and ds.protocol()["num_bad"] == 3
     log = (tmp_path / "run" / "bad_videos.txt").read_text()
     for name in ("garbage.mp4", "truncated.mp4", "short.mp4\ttoo short: 3 frames"):
         assert name in log
     assert "ok0.mp4" not in log
     with pytest.raises(BadDataError, match="3 of 8 videos are bad") as err:
-        build_dataset(cfg("taichi", tmp_path / "taichi"), "train", log_dir=tmp_path / "run")
+        build_dataset(cfg("taichi", tmp_path / "taichi"), "test", log_dir=tmp_path / "run")
     assert "garbage.mp4" in str(err.value) and "data.max_bad_fraction" in str(err.value)
 
 

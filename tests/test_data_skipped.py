@@ -19,11 +19,11 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def taichi(tmp_path):
-    """TaiChi-HD layout: 5 good videos and 1 unreadable in each split."""
+    """TaiChi-HD layout: 5 good videos and 1 unreadable in each split (train/ has a 6th good one, the val split)."""
     root = tmp_path / "taichi"
     for split in ("train", "test"):
         (root / split).mkdir(parents=True)
-        for k in range(5):
+        for k in range(6 if split == "train" else 5):
             write_video(root / split / f"ok{k}.mp4", 10)
         (root / split / "garbage.mp4").write_bytes(os.urandom(4000))
     return root

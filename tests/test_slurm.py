@@ -165,7 +165,7 @@ def test_preempted_run_saves_the_step_requeues_resumes_there_and_matches_an_unin
     assert len(events) == 2 and events[0][0] == "preempted" and events[1][0] == "resumed", events
     saved, resumed = events[0][1], events[1][1]
     assert finished <= saved == resumed < every, events  # saved by the signal, not by a periodic checkpoint
-    assert f"preempted: saved step {saved}" in log
+    assert f"preempted during training: saved step {saved}" in log
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))  # each step once: none redone
     ref = reference_weights(d, tmp_path)
     got = load_weights(d)
@@ -206,7 +206,10 @@ def test_failing_and_cancelled_jobs_are_reported_and_do_not_hang(tmp_path):
             proc.kill()
     assert proc.returncode == 1, out
     state = rundir.read_state(d)
+    # scancel sends SIGTERM first: the job saves its step and exits, and it is not requeued
     assert state["state"] == "failed" and "CANCELLED" in (state["error"] or ""), state
+    log = Path(state["log"]).read_text()
+    assert "stopped by SIGTERM during training: saved step" in log and "Requeued" not in log, log[-2000:]
     assert f"FAILED {d.name} (cross_attn, seed 0)" in out
     print(f"cancelled job reported after {time.time() - t0:.0f} s")
 

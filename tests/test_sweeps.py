@@ -87,7 +87,24 @@ def test_every_sweep_builds_under_every_profile():
             specs = sweeps.expand(name, prof, {"data.root": "/data/ucf"})
             assert specs and all(s.profile == prof for s in specs)
             info = specs[0].run_info()
-            assert set(info) == {"sweep", "variant", "seed", "overrides", "run_id", "profile"}
+            assert set(info) == {"sweep", "variant", "seed", "overrides", "run_id", "profile", "tuned_on"}
+
+
+def test_run_info_records_the_split_the_profile_was_tuned_on(tmp_path):
+    """run.json's tuned_on is the profile's, and the report's protocol shows it (not its legacy default)."""
+    from metrics import report, report_runs
+
+    assert sweeps.PROFILES["tiny"].tuned_on.startswith("test (legacy")
+    for prof in ("paper", "smoke"):
+        assert sweeps.PROFILES[prof].tuned_on == "none (budget choice)"
+    for prof in sweeps.PROFILES:
+        spec = sweeps.expand("conditioning", prof, {"data.root": "/data/ucf"})[0]
+        assert spec.run_info()["tuned_on"] == sweeps.PROFILES[prof].tuned_on
+    spec = sweeps.expand("conditioning", "paper", {"data.root": "/data/ucf"})[0]
+    (tmp_path / "run.json").write_text(json.dumps(spec.run_info()))
+    run = report_runs.load_run(tmp_path, "conditioning")
+    assert run.tuned_on == "none (budget choice)"
+    assert dict(report.splits([run], []))["profile tuned on (split)"] == "none (budget choice)"
 
 
 def test_run_info_records_the_overrides_that_rebuild_the_config():
@@ -179,7 +196,7 @@ def test_run_id_hashes_the_training_sections_only():
     other_eval = sweeps.expand("conditioning", sets={"eval.num_videos": "7", "eval.sampler": "ddpm",
                                                     "eval.guidance": "2.0"}, variants=["token_concat"], seeds=[0])[0]
     assert other_eval.cfg.eval != base.cfg.eval and other_eval.run_id == base.run_id
-    for key, value in (("train.steps", "7"), ("data.frames", "4"), ("model.depth", "3"), ("masks.predict_k", "2"),
+    for key, value in (("train.steps", "7"), ("data.frames", "12"), ("model.depth", "3"), ("masks.predict_k", "2"),
                        ("diffusion.schedule", "cosine"), ("data.seed", "5")):
         changed = sweeps.expand("conditioning", sets={key: value}, variants=["token_concat"], seeds=[0])[0]
         assert changed.run_id != base.run_id, key
@@ -200,3 +217,39 @@ def test_smoke_profile_takes_the_paper_branches_with_labels_and_guidance():
     assert smoke.eval.batch_size < smoke.eval.num_videos  # several evaluation batches, as paper
     assert smoke.train.steps > smoke.train.ckpt_every  # a periodic checkpoint before the last
     assert smoke.model.preset == "cpu-tiny"
+
+
+def test_paper_dry_run_lists_the_fvd_protocol_latent_clips_and_loss_norm(tmp_path, capsys):
+    """The done criterion of the paper profile: --dry-run says how FVD is computed, which clips the latent cache
+    holds and how the loss is normalised, with the keys that docs/metrics.md and docs/model.md name."""
+    from pathlib import Path
+
+    from ablations import run
+
+    argv = ["--sweep", "conditioning", "--profile", "paper", "--dry-run", "--set", "data.root=/data/ucf",
+            "--results", str(tmp_path), "--executor", "slurm"]
+    assert run.main(argv) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("protocol of every run: "))
+    for text in ("FVD 2048 generated vs 2048 real clips of 16 frames", "reals from the train split",
+                 "eval.fvd_reals=train", "real-vs-real reference from the train split",
+                 "every clip of every video (data.latent_clips=0)", "loss normalisation: all", "ddpm, 500 steps"):
+        assert text in line, text
+    paper = sweeps.expand("conditioning", "paper", {"data.root": "/data/ucf"})[0].cfg
+    assert (paper.eval.num_videos, paper.data.frames, paper.eval.fvd_reals) == (2048, 16, "train")
+    assert (paper.data.latent_clips, paper.diffusion.loss_norm, paper.model.num_classes) == (0, "all", 1)
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    model_md, metrics_md = (docs / "model.md").read_text(), (docs / "metrics.md").read_text()
+    for key in ("diffusion.loss_norm=all", "data.latent_clips=0", "model.num_classes=1", "eval.sample_steps=500"):
+        assert key in model_md, key
+    assert "fvd2048_16f" in metrics_md and "eval.fvd_reals=train" in metrics_md
+    tiny = sweeps.expand("conditioning", "tiny")[0].cfg
+    assert "no latent cache (pixels)" in run.protocol(tiny) and "loss normalisation: masked" in run.protocol(tiny)
+
+
+def test_smoke_profile_takes_the_paper_protocol():
+    paths = {"data.root": "/data/ucf", "data.vae_path": "/vae"}
+    smoke = sweeps.expand("conditioning", "smoke", paths)[0].cfg
+    paper = sweeps.expand("conditioning", "paper", paths)[0].cfg
+    for key in ("data.latent_clips", "diffusion.loss_norm", "eval.sampler", "eval.fvd_reals"):
+        section, name = key.split(".")
+        assert getattr(getattr(smoke, section), name) == getattr(getattr(paper, section), name), key

@@ -357,3 +357,16 @@ def test_cli_help_and_bad_set():
     bad = subprocess.run([sys.executable, "-m", "vdt.train", "--set", "model.depth=deep"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "model.depth" in bad.stderr
+
+
+def test_one_class_model_trains_its_null_row_like_the_official_one(tmp_path):
+    """model.num_classes=1 without data labels (the paper profile): y = 0, dropped to the null row with
+    model.class_dropout in training, as the official VDT in train mode; without dropout the null row never moves."""
+    tables = {}
+    for p in (0.0, 0.5):
+        train.main(tiny("model.num_classes=1", f"model.class_dropout={p}", "train.steps=4", "train.warmup=0"),
+                   tmp_path / str(p), progress=False)  # adaLN-Zero: the label row gets gradients from step 2
+        tables[p] = weights(tmp_path / str(p))["model.y_embedder.embedding_table.weight"]  # (2, D): y = 0, null
+    assert tables[0.0].shape[0] == 2
+    assert not torch.equal(tables[0.0][1], tables[0.5][1])  # the null row was trained only with dropout
+    assert not torch.equal(tables[0.0][0], tables[0.5][0])

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdt import faults
+
 REQUIRED = ("model", "ema", "optimizer", "step", "config")
 
 
@@ -36,11 +38,13 @@ def atomic_save(obj, path: Path) -> None:
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
+            faults.inject("checkpoint write")  # the fault-injection run's full disk (vdt/faults.py)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    faults.inject("checkpoint before rename")  # its crash between write and rename
     os.replace(tmp, path)
 
 

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 
 from vdt.errors import ConfigError
 
-# (depth, hidden, heads, patch) per preset. VDT-S/2 and VDT-L/2 are the official sizes.
+# (depth, hidden, heads, patch) per preset. VDT-S/2 and VDT-L/2 are the official sizes (RERV/VDT models.py); the
+# official "L" (28 blocks, 1152 wide) is DiT's XL size. For the `scaling` sweep's S/B/L/XL grid, DiT's sizes (Peebles
+# & Xie 2023, table 1) in the VDT architecture: VDT-B/2 is DiT-B, DiT-L/2 is DiT-L (24, 1024, 16; the official VDT
+# code has no such size), VDT-XL/2 is DiT-XL, the official VDT-L/2's geometry under DiT's name (docs/model.md).
 PRESETS = {
     "VDT-S/2": dict(depth=12, hidden=384, heads=6, patch=2),
     "VDT-L/2": dict(depth=28, hidden=1152, heads=16, patch=2),
+    "VDT-B/2": dict(depth=12, hidden=768, heads=12, patch=2),
+    "DiT-L/2": dict(depth=24, hidden=1024, heads=16, patch=2),
+    "VDT-XL/2": dict(depth=28, hidden=1152, heads=16, patch=2),
     "cpu-tiny": dict(depth=2, hidden=64, heads=4, patch=2),
     "cpu-small": dict(depth=4, hidden=128, heads=4, patch=2),
 }
@@ -30,9 +36,15 @@ MASK_KINDS = (
 TEMPORAL_KINDS = MASK_KINDS[:6]
 # The official training mixture: 20% spatial-temporal, the rest uniform over the six temporal kinds.
 OFFICIAL_MIXTURE = ",".join([f"{k}:{0.8 / 6:.10g}" for k in TEMPORAL_KINDS] + ["spatial_temporal:0.2"])
-DATASETS = ("bouncing", "ucf101", "taichi", "sky")
+DATASETS = ("bouncing", "ucf101", "taichi", "sky", "physion")
+SPLITS = ("train", "val", "test", "all")
 AUTOENCODERS = ("none", "sd-vae")
 EVAL_SECTIONS = ("eval",)  # RunConfig sections that don't change the trained weights (left out of the run id)
+# Training fields that can't change the trained weights, also left out of the run id (docs/model.md#the-run-id):
+# cadence (when to log and checkpoint, how many to keep), loading (workers read the same items in the same order;
+# the bad-video threshold only decides whether training starts), and paths (where the files are, not what they hold).
+NOT_IN_RUN_ID = ("train.log_every", "train.ckpt_every", "train.keep_ckpts", "data.num_workers",
+                 "data.max_bad_fraction", "data.root", "data.latent_cache", "data.vae_path")
 PREDICTIONS = ("eps", "v", "x0")  # what the denoiser's output estimates; see vdt/diffusion.py
 
 
@@ -102,6 +114,8 @@ class ModelConfig:
                "model.cond_frames",
                f"conditioning={self.conditioning!r} needs at least one condition frame")
         _check(0.0 <= self.class_dropout < 1.0, "model.class_dropout", "must be in [0, 1)")
+        _check(self.mlp_ratio > 0, "model.mlp_ratio", "must be > 0")
+        _check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0: unconditional)")
 
 
 @dataclass(frozen=True)
@@ -165,7 +179,7 @@ class DataConfig:
     size: int = 32
     channels: int = 3
     stride: int = 1  # frame stride inside a clip
-    split: str = "train"  # train | test | all (evaluation uses the test split)
+    split: str = "train"  # train | val | test | all (evaluation reports test; tuning reads val only; docs/data.md)
     fold: int = 1  # UCF101 split 1, 2 or 3
     num_objects: int = 3  # bouncing
     length: int = 100_000  # bouncing: items per epoch (the data is procedural)
@@ -174,7 +188,7 @@ class DataConfig:
     autoencoder: str = "none"  # none | sd-vae
     vae_path: str | None = None
     latent_cache: str | None = None  # dir of cached latents; None: $VDT_CACHE_DIR/latents or results/cache/latents
-    latent_clips: int = 1  # sd-vae, train/all splits: clips cached per video, at offsets fixed when the cache is built
+    latent_clips: int = 1  # sd-vae, train/all: clips cached per video at offsets fixed at build time; 0: every clip
     max_bad_fraction: float = 0.01
     class_labels: bool = False
 
@@ -185,7 +199,7 @@ class DataConfig:
         _check(8 <= self.size <= 1024, "data.size", "must be in [8, 1024]")
         _check(self.channels in (1, 3), "data.channels", "must be 1 or 3")
         _check(self.stride >= 1, "data.stride", "must be >= 1")
-        _check(self.split in ("train", "test", "all"), "data.split", f"unknown split {self.split!r}")
+        _check(self.split in SPLITS, "data.split", f"unknown split {self.split!r}; choose from {SPLITS}")
         _check(self.fold in (1, 2, 3), "data.fold", "must be 1, 2 or 3")
         _check(self.autoencoder in AUTOENCODERS, "data.autoencoder", f"choose from {AUTOENCODERS}")
         _check(self.autoencoder == "none" or self.size % 8 == 0, "data.size", "must be a multiple of 8 with sd-vae")
@@ -194,7 +208,9 @@ class DataConfig:
         _check(not self.class_labels or self.name == "ucf101", "data.class_labels", "only ucf101 has class labels")
         _check(self.autoencoder == "none" or self.channels == 3, "data.channels", "sd-vae encodes RGB: set 3")
         _check(self.length >= 1, "data.length", "must be >= 1")
-        _check(self.latent_clips >= 1, "data.latent_clips", "must be >= 1")
+        _check(self.seed >= 0, "data.seed", "must be >= 0")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.latent_clips >= 0, "data.latent_clips", "must be >= 0 (0: every clip of every video)")
 
     @property
     def grid(self) -> tuple:
@@ -226,6 +242,9 @@ class TrainConfig:
             _check(getattr(self, k) >= 1, f"train.{k}", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.warmup >= 0, "train.warmup", "must be >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        _check(self.seed >= 0, "train.seed", "must be >= 0")
         _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
                f"unknown schedule {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
@@ -248,15 +267,28 @@ class EvalConfig:
     lpips: bool = True
     i3d_weights: str | None = None
     guidance: float = 1.0
+    lpips_net: str = "alex"  # alex (the LPIPS paper's default) | vgg
+    fvd_reals: str = "test"  # the split FVD's real clips come from: test | train (StyleGAN-V's fvd2048_16f)
+    fvd_ref_draws: int = 5  # real-vs-real FVD draws at the same N: the noise band
+    every: int = 0  # >0: evaluate the EMA weights on the val split every N training steps (0: off)
+    every_videos: int = 16  # clips of the in-training evaluation (a fixed val set)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
-        for t in self.tasks:
-            _check(t in MASK_KINDS, "eval.tasks", f"unknown mask kind {t!r}; choose from {MASK_KINDS}")
+        _check(self.lpips_net in ("alex", "vgg"), "eval.lpips_net",
+               f"unknown net {self.lpips_net!r}; choose alex or vgg")
+        _check(self.fvd_reals in ("test", "train"), "eval.fvd_reals", f"unknown split {self.fvd_reals!r}")
+        _check(self.fvd_ref_draws >= 1, "eval.fvd_ref_draws", "must be >= 1")
+        _check(self.every >= 0, "eval.every", "must be >= 0 (0: off)")
+        _check(self.every_videos >= 1, "eval.every_videos", "must be >= 1")
+        for t in self.tasks:  # a kind, or kind:name=value as evaluate's --task (predict:k=3; checked there)
+            _check(t.partition(":")[0] in MASK_KINDS, "eval.tasks",
+                   f"unknown mask kind {t!r}; choose from {MASK_KINDS}")
         _check(self.sampler in ("ddim", "ddpm"), "eval.sampler", f"unknown sampler {self.sampler!r}")
         for k in ("num_videos", "batch_size", "sample_steps", "best_of"):
             _check(getattr(self, k) >= 1, f"eval.{k}", "must be >= 1")
         _check(0.0 <= self.eta <= 1.0, "eval.eta", "must be in [0, 1]")
+        _check(self.seed >= 0, "eval.seed", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -275,6 +307,8 @@ class RunConfig:
         channels, side = self.data.grid
         m = self.model
         cond = self.masks.given_frames(self.data.frames) if m.conditioning != "token_concat" else 0
+        _check(self.masks.given_frames(self.data.frames) < self.data.frames, "masks.predict_k",
+               f"{self.masks.predict_k} given frames leave none to generate of data.frames={self.data.frames}")
         if m.conditioning != "token_concat":
             _check(self.masks.probabilities() == {"predict": 1.0}, "masks.mixture",
                    f"conditioning={m.conditioning!r} only does video prediction; set masks.mixture=predict:1")
@@ -328,17 +362,24 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     def training_dict(self) -> dict:
-        """The sections that determine the trained weights: every one but ``eval``."""
-        return {k: v for k, v in self.to_dict().items() if k not in EVAL_SECTIONS}
+        """What determines the trained weights: every section but ``eval``, without the ``NOT_IN_RUN_ID`` fields."""
+        return {k: {f: v for f, v in sec.items() if f"{k}.{f}" not in NOT_IN_RUN_ID}
+                for k, sec in self.to_dict().items() if k not in EVAL_SECTIONS}
 
     def run_id(self) -> str:
-        """A short hash of the training sections: the run's directory name.
+        """A short hash of ``training_dict()``: the run's directory name.
 
-        Evaluation settings are left out, so a finished run asked for other ones (more test
-        videos, another sampler) keeps its directory and weights and is only re-evaluated.
+        Evaluation settings, cadence, workers and paths are left out, so a finished run asked for
+        other ones (more test videos, another sampler, the data moved) keeps its directory and
+        weights and is only re-evaluated.
         """
         blob = json.dumps(self.training_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def legacy_run_id(self) -> str:
+        """The run id before ``NOT_IN_RUN_ID`` was left out (every section but ``eval``): finds old run folders."""
+        blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in EVAL_SECTIONS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def coerce(key: str, raw: str, tp) -> object:
@@ -367,5 +408,24 @@ def coerce(key: str, raw: str, tp) -> object:
 
 
 def load_config(path) -> RunConfig:
-    with open(path) as f:
-        return RunConfig.from_dict(json.load(f))
+    """The RunConfig in a config.json; an unreadable, corrupt or invalid file is a ConfigError naming it."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config.json") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: can't be read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); the file is corrupt: restore it or use a new run "
+                          "directory") from None
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise ConfigError(f"{path}: expected a JSON object of sections (model, diffusion, ...), each an object")
+    try:
+        return RunConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:  # a value of the wrong JSON type, e.g. "depth": "eight"
+        raise ConfigError(f"{path}: invalid config ({e})") from None

@@ -49,6 +49,6 @@ class Denoiser:
         both = self._net(torch.cat([x_in, x_in]), torch.cat([t, t]),
                          torch.cat([self.y, torch.full_like(self.y, self.null_label)]))
         cond, uncond = both.chunk(2)
-        c = x_in.shape[2]
-        pred = uncond[:, :, :c] + self.guidance * (cond[:, :, :c] - uncond[:, :, :c])
-        return torch.cat([pred, cond[:, :, c:]], dim=2)
+        C = x_in.shape[2]  # the prediction's channels; any after them are the variance's
+        pred = uncond[:, :, :C] + self.guidance * (cond[:, :, :C] - uncond[:, :, :C])
+        return torch.cat([pred, cond[:, :, C:]], dim=2)

@@ -266,20 +266,21 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)                            # (B, T, C, H, W)
         x_in = x0 * (1 - m) + x_t * m                                # clean where given, noised where generated
         pred, nu = self._split(model_fn(x_in, t), x0)
-        mse = self._reduce((self.target(x0, noise, t).float() - pred) ** 2, m, masked=True)
+        mse = self._region_mean((self.target(x0, noise, t).float() - pred) ** 2, m)
         if nu is None:
             vb = torch.zeros_like(mse)
         else:  # the VB term trains only the variance: the mean comes from a detached prediction (IDDPM's hybrid loss)
             vb_el = self._vb_bits(pred.detach(), nu, x0.float(), x_t.float(), t)
-            vb = self._reduce(vb_el, m, masked=self.cfg.loss_norm == "masked")
+            vb = self._region_mean(vb_el, m) if self.cfg.loss_norm == "masked" else vb_el.mean((1, 2, 3, 4))
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
-    def _reduce(self, err: torch.Tensor, m: torch.Tensor, masked: bool) -> torch.Tensor:
-        """(B, T, C, H, W) elementwise loss -> (B,) under cfg.loss_norm (see the module docstring)."""
+    def _region_mean(self, err: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) elementwise loss -> (B,): summed over the generated region (m = 1) and divided by its size
+        (cfg.loss_norm=masked) or by every element's count (all; see the module docstring)."""
         dims = (1, 2, 3, 4)
         m = m.float()
         if self.cfg.loss_norm == "all":
-            return (err * m).mean(dims) if masked else err.mean(dims)
+            return (err * m).mean(dims)
         count = m.expand_as(err).sum(dims)                           # masked elements, channels counted
         return (err * m).sum(dims) / count.clamp_min(1.0)            # all-zero mask: 0 / 1 = 0
 

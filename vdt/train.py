@@ -34,14 +34,17 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from vdt import cli as vdt_cli
+from vdt import signals
 from vdt.checkpoint import CheckpointStore, rng_state
-from vdt.config import ConfigError, ModelConfig, RunConfig, load_config
+from vdt.config import NOT_IN_RUN_ID, ConfigError, ModelConfig, RunConfig, load_config
 from vdt.data import announce_skipped, build_dataset
 from vdt.denoiser import Denoiser
 from vdt.diffusion import GaussianDiffusion
+from vdt.errors import PathError
 from vdt.layout import RunLayout, read_json, write_json
 from vdt.masks import MaskGenerator
-from vdt.model import VDT
+from vdt.model import VDT, count_flops
+from vdt.tblog import TensorBoardLog
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,13 +73,22 @@ def batch_indices(seed: int, step: int, batch: int, length: int) -> list:
 
 
 # Fields that may change when a run is continued: they don't change the path training takes.
-RESUMABLE_CHANGES = {"train.steps", "train.ckpt_every", "train.log_every", "train.keep_ckpts"}
+RESUMABLE_CHANGES = {"train.steps", *NOT_IN_RUN_ID}  # NOT_IN_RUN_ID: cadence, workers, paths
 
 
 def training_identity(cfg: RunConfig) -> dict:
     """The flattened config minus what a continued run may change (and evaluation settings)."""
     flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES and not k.startswith("eval.")}
+
+
+def check_same_training(old: RunConfig, new: RunConfig, where) -> None:
+    """A ConfigError naming the fields that differ when ``new`` would not continue the run ``old`` in ``where``."""
+    was, now = training_identity(old), training_identity(new)
+    diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"{where} holds a run with a different training config ({', '.join(diff)}); "
+                          "use a new run directory (--run-dir)")
 
 
 def write_config(run_dir, cfg: RunConfig) -> bool:
@@ -90,11 +102,7 @@ def write_config(run_dir, cfg: RunConfig) -> bool:
     if old == new:
         return False
     if old is not None:
-        was, now = training_identity(RunConfig.from_dict(old)), training_identity(cfg)
-        diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
-        if diff:
-            raise ConfigError(f"{path} holds a run with a different training config ({', '.join(diff)}); "
-                              "use a new run directory")
+        check_same_training(RunConfig.from_dict(old), cfg, path)
     write_json(path, new)
     return True
 
@@ -135,6 +143,7 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         self.data = build_dataset(cfg.data)
+        signals.check("data scan")  # a stop before the loop: nothing to save yet
         skipped = announce_skipped(self.data, "training") if self.rank == 0 else None
         if skipped is not None:  # run.json records the videos training left out
             info = RunLayout(self.run_dir).run_info
@@ -146,6 +155,12 @@ class Trainer:
         use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and self.device.type == "cuda")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
                          else contextlib.nullcontext())
+        self.step_flops = count_flops(model_for_training(cfg.model), cfg.train.batch_size)  # forward + backward
+        self.live = None  # evaluation during training (eval.every > 0), on rank 0
+        if cfg.eval.every > 0 and self.rank == 0:
+            from metrics.live_eval import LiveEvaluator  # only when asked for: it brings the metrics
+
+            self.live = LiveEvaluator(cfg, self.ema, self.device)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -160,10 +175,10 @@ class Trainer:
         ckpt = self.store.load_latest(map_location=self.device)
         if ckpt is None:
             return
-        old, new = training_identity(RunConfig.from_dict(ckpt["config"])), training_identity(self.cfg)
-        if old != new:
-            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            raise ConfigError(f"{self.run_dir}: holds a run with a different config ({', '.join(diff)}); "
+        check_same_training(RunConfig.from_dict(ckpt["config"]), self.cfg, self.run_dir)
+        if ckpt["step"] > self.cfg.train.steps:  # before write_config: config.json keeps the run's real length
+            raise ConfigError(f"train.steps={self.cfg.train.steps}: {self.run_dir} is already at step "
+                              f"{ckpt['step']}; a run can't be shortened: give --steps >= {ckpt['step']}, or "
                               "use a new --run-dir")
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
@@ -226,9 +241,11 @@ class Trainer:
         x0 = x0.to(self.device)
         full = self.masks(B, generator=step_generator(cfg.train.seed, step, 1))  # (B, T, H, W) of the global batch
         mask = full[lo:lo + b].to(self.device)
-        g = step_generator(cfg.train.seed, step, 2)
-        t = torch.randint(0, cfg.diffusion.steps, (B,), generator=g)[lo:lo + b].to(self.device)
-        noise = torch.randn((B, *x0.shape[1:]), generator=g)[lo:lo + b].to(self.device)
+        draw = step_generator(cfg.train.seed, step, 2)  # timesteps, then noise
+        t = torch.randint(0, cfg.diffusion.steps, (B,), generator=draw)[lo:lo + b].to(self.device)
+        noise = torch.randn((B, *x0.shape[1:]), generator=draw)[lo:lo + b].to(self.device)
+        if y is None and cfg.model.num_classes == 1:  # the official unconditional model: y = 0, dropped like labels
+            y = torch.zeros(b, dtype=torch.long)
         if y is not None and cfg.model.class_dropout > 0:
             y = self.label_dropout(y, step)
         torch.manual_seed(cfg.train.seed * 1_000_003 + step)  # nothing should draw from it; if it does, still exact
@@ -247,14 +264,33 @@ class Trainer:
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.opt.step()
         with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-                e.lerp_(p, 1.0 - cfg.train.ema_decay)
+            for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                ema_p.lerp_(p, 1.0 - cfg.train.ema_decay)
         return {"loss": mean_loss, "grad_norm": gnorm.item(), "gen_frac": full.float().mean().item(), "stop": stop}
+
+    # ---------------------------------------------------------------- evaluation during training
+    def evaluate(self, log: "TrainLog", tb: TensorBoardLog, wall: float) -> float:
+        """Score the EMA weights on the fixed val clips (rank 0; ``metrics/live_eval.py``), log the record, save the
+        samples; every rank returns the seconds it took (rank 0's, the others wait for it)."""
+        start = time.perf_counter()
+        if self.live is not None:
+            metrics, fake = self.live()
+            seconds = time.perf_counter() - start
+            log.write(**self.live.record(self.step, metrics, train_flops=self.step_flops * self.step, wall_time=wall,
+                                         eval_seconds=seconds))
+            self.live.save_samples(self.layout.eval_live / f"step_{self.step:07d}.npz", fake)
+            tb.scalars(self.step, {**metrics, "seconds": seconds}, f"val/{self.live.spec}")
+            tb.clips(f"val/{self.live.spec}/samples (rows: truth, generated)", self.step, self.live.real, fake)
+            tb.flush()
+        if self.world > 1:
+            dist.barrier()
+        return time.perf_counter() - start
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict:
         cfg = self.cfg.train
         self.resume()
+        signals.check("checkpoint load")
         if self.rank == 0:  # standalone: writes it; under the launcher (which wrote it): only checks it
             write_config(self.run_dir, self.cfg)
         log = TrainLog(self.layout.train_log, active=self.rank == 0)
@@ -264,25 +300,33 @@ class Trainer:
         tokens = cfg.batch_size * self.cfg.data.frames * (self.cfg.model.size // self.cfg.model.patch) ** 2
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0,
                    desc=f"train {self.run_dir.name}", dynamic_ncols=True)
+        every = self.cfg.eval.every
         rows, t0, last, stop = [], time.perf_counter(), None, False
-        while self.step < cfg.steps and not stop:
-            row = self.train_step(self.step)
-            self.step += 1
-            rows.append(row)
-            stop = row["stop"]
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
-                dt = time.perf_counter() - t0
-                self.wall += dt
-                last = sum(r["loss"] for r in rows) / len(rows)
-                log.write(step=self.step, loss=last, lr=self.lr_at(self.step - 1),
-                          grad_norm=max(r["grad_norm"] for r in rows),
-                          gen_frac=sum(r["gen_frac"] for r in rows) / len(rows),
-                          tokens_per_s=tokens * len(rows) / dt, wall_time=self.wall)
-                bar.set_postfix(loss=f"{last:.4f}")
-                rows, t0 = [], time.perf_counter()
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
-                self.save()
+        with contextlib.closing(TensorBoardLog(self.layout.tensorboard, self.rank == 0, self.step)) as tb:
+            while self.step < cfg.steps and not stop:
+                row = self.train_step(self.step)
+                self.step += 1
+                rows.append(row)
+                stop = row["stop"]
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
+                    dt = time.perf_counter() - t0
+                    self.wall += dt
+                    last = sum(r["loss"] for r in rows) / len(rows)
+                    values = dict(loss=last, lr=self.lr_at(self.step - 1), grad_norm=max(r["grad_norm"] for r in rows),
+                                  gen_frac=sum(r["gen_frac"] for r in rows) / len(rows),
+                                  tokens_per_s=tokens * len(rows) / dt, wall_time=self.wall,
+                                  train_flops=self.step_flops * self.step)
+                    log.write(step=self.step, **values)
+                    tb.scalars(self.step, values, "train")
+                    bar.set_postfix(loss=f"{last:.4f}")
+                    rows, t0 = [], time.perf_counter()
+                if every and (self.step % every == 0 or self.step == cfg.steps):
+                    # before the checkpoint of this step, so a run resumed from it never skips an evaluation;
+                    # its time is left out of the training wall time
+                    t0 += self.evaluate(log, tb, wall=self.wall + time.perf_counter() - t0)
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stop:
+                    self.save()
         bar.close()
         if stop:
             log.write(event="preempted", step=self.step)
@@ -345,7 +389,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                   "masks.mixture=predict:1 eval.tasks=predict",
                   "python -m vdt.train --data ucf101:/data/UCF-101 --set data.size=64"],
         notes=vdt_cli.CONFIG_KEYS + ".\nexit status: 0 done, 2 an input error (bad --set, data path or layout, too "
-                                "many bad videos, missing weights) or a non-finite loss.")
+                                "many bad videos, missing weights) or a non-finite loss; 128 + N stopped by signal N "
+                                "(SIGINT, SIGTERM, USR2) with the run saved: the same command resumes it.")
     p.add_argument("--run-dir", help="where checkpoints and logs go (default results/runs/adhoc/<config hash>); "
                                      "an existing run there is resumed")
     p.add_argument("--steps", type=int, help="total training steps (train.steps); larger than before continues")
@@ -370,15 +415,23 @@ def config_from_args(args) -> RunConfig:
 def run_cli(argv=None) -> int:
     """``python -m vdt.train``: input errors propagate to ``vdt.cli.run`` (exit 2)."""
     args = get_args_parser().parse_args(argv)
+    if args.run_dir and Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
+        raise PathError(f"--run-dir {args.run_dir}: is a file, not a directory; give a run directory (new or "
+                        "existing)")
     cfg = config_from_args(args)
     try:
-        result = main(cfg, args.run_dir, progress=not args.no_progress)
+        with signals.catching() as stop:  # SIGINT, SIGTERM, USR2: save at the current step and exit
+            result = main(cfg, args.run_dir, progress=not args.no_progress, stop=stop)
+            signum = stop.signum
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except signals.Stopped as e:
+        print(f"{e}: nothing lost; run the same command again to resume", file=sys.stderr)
+        return signals.exit_status(e.signum)
     if distributed_env()[0] == 0:
         print(json.dumps(result))
-    return 0
+    return signals.exit_status(signum) if result["preempted"] else 0
 
 
 def cli(argv=None) -> int:

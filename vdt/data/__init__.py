@@ -5,7 +5,9 @@
   ``cfg.class_labels`` is set (UCF101);
 - is a pure function of (index, cfg.seed, split, epoch): no global RNG. Training-time
   randomness (the clip offset) follows ``set_epoch(epoch)`` where a dataset has it (the latent
-  cache has none: its clips are fixed); the test split ignores the epoch.
+  cache has none: its clips are fixed); the val and test splits ignore the epoch. Val is disjoint
+  from train and test: its own seed range for bouncing, whole groups held out of train for real data
+  (docs/data.md);
   With DataLoader workers, call ``set_epoch`` before creating the iterator (workers copy the
   dataset when they start; persistent workers keep the epoch they started with);
 - describes itself with ``protocol()``, a dict for the metric record;

@@ -8,9 +8,11 @@ Positions have a closed form (a triangle wave folds the straight path into the b
 frames are rendered at once from coordinate grids, anti-aliased by a one-pixel ramp on a
 signed distance. A 16x32x32 video takes well under a millisecond or two.
 
-An item is a pure function of (seed, split, index, epoch): no global RNG. The test split is
-a fixed set of ``TEST_SIZE`` videos and ignores the epoch; the train split mixes the epoch in
-(``set_epoch``), so every epoch shows new videos.
+An item is a pure function of (seed, split, index, epoch): no global RNG. The test and val
+splits are fixed sets of ``TEST_SIZE`` and ``VAL_SIZE`` videos and ignore the epoch; the train
+split mixes the epoch in (``set_epoch``), so every epoch shows new videos. Each split draws from
+its own seed range, ``default_rng((seed, SPLIT_IDS[split], epoch, index))``, so no two splits
+share a stream (val's id 2 came last: train and test clips are those they always were).
 """
 
 from dataclasses import dataclass
@@ -19,12 +21,15 @@ import numpy as np
 import torch
 
 from vdt.config import DataConfig
+from vdt.data.layouts import FIXED_SPLITS
 
 SHAPES = ("circle", "square", "triangle", "diamond")
-SPLIT_IDS = {"train": 0, "test": 1, "all": 0}  # 'all' is the train stream: the data is endless
+SPLIT_IDS = {"train": 0, "test": 1, "val": 2, "all": 0}  # 'all' is the train stream: the data is endless
 TEST_SIZE = 512
+VAL_SIZE = 512
 SPEED = (0.02, 0.05)  # frame sides per (unstrided) frame
 RADIUS = (0.10, 0.18)  # frame sides
+EDGE_COVER = 0.5  # Truth.edge: the coverage of an outer-ring pixel at which an object reaches the frame's edge
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,52 @@ def render(scene: Scene, times: np.ndarray, size: int) -> np.ndarray:
     return video
 
 
+@dataclass(frozen=True)
+class Truth:
+    """What the simulator knows of one clip, in pixels: the ground truth of the dynamics readout.
+
+    Pixel coordinates are continuous, (x, y) with y pointing down: pixel (row r, column c) covers
+    [c, c + 1) x [r, r + 1), so its centre is (c + 0.5, r + 0.5). An object's collision radius is
+    the distance from a wall at which the simulator reflects its centre.
+    """
+
+    positions: np.ndarray  # (T, n, 2) centres
+    radius: np.ndarray  # (n,) collision radius
+    colour: np.ndarray  # (n, C) in [0, 1], as rendered
+    shapes: np.ndarray  # (n,) int, index into SHAPES
+    touch: np.ndarray  # (T, n, n) bool: the discs of i and j (collision radii) overlap at frame t; diagonal False
+    wall_hit: np.ndarray  # (T, n) bool: i reflected off a wall since the previous frame (frame 0: False)
+    wall_gap: np.ndarray  # (T, n) distance from i's disc to the nearest wall, >= 0
+    edge: np.ndarray  # (T, n) bool: i, rendered alone, covers >= EDGE_COVER of a pixel of the frame's outer ring
+
+
+def scene_truth(scene: Scene, times: np.ndarray, size: int) -> Truth:
+    """Positions, sizes, colours and contact events of ``scene`` at ``times`` (frames), on a ``size``-pixel frame.
+
+    Objects pass through each other (only walls reflect them); a touch is an overlap of their discs.
+    """
+    centres = scene.positions(times) * size  # (T, n, 2)
+    radius = scene.radius * size  # (n,)
+    dist = np.linalg.norm(centres[:, :, None] - centres[:, None, :], axis=-1)  # (T, n, n)
+    touch = (dist <= radius[:, None] + radius[None, :]) & ~np.eye(len(radius), dtype=bool)
+    lo = scene.radius[None, :, None]  # the reflections' count: how many times the free path was folded
+    folds = np.floor((scene.start[None] + times[:, None, None] * scene.velocity[None] - lo) / (1.0 - 2.0 * lo))
+    wall_hit = np.concatenate([np.zeros((1, len(radius)), bool), (np.diff(folds, axis=0) != 0).any(-1)])
+    wall_gap = np.minimum(centres, size - centres).min(-1) - radius[None]  # (T, n)
+    ring = np.ones((size, size), bool)
+    ring[1:-1, 1:-1] = False
+    edge = np.stack([(render(_only(scene, i), times, size)[:, 0] >= EDGE_COVER)[:, ring].any(-1)
+                     for i in range(len(radius))], axis=1)  # (T, n)
+    return Truth(centres, radius, scene.colour.copy(), scene.shapes.copy(), touch, wall_hit,
+                 np.maximum(wall_gap, 0.0), edge)
+
+
+def _only(scene: Scene, i: int) -> Scene:
+    """Object i alone, in white."""
+    keep = slice(i, i + 1)
+    return Scene(scene.shapes[keep], scene.radius[keep], scene.start[keep], scene.velocity[keep], np.ones((1, 1)))
+
+
 class BouncingShapes(torch.utils.data.Dataset):
     """Procedural bouncing shapes; items are (T, C, H, W) float32 in [-1, 1]."""
 
@@ -111,16 +162,16 @@ class BouncingShapes(torch.utils.data.Dataset):
         self.times = np.arange(cfg.frames, dtype=np.float64) * cfg.stride
 
     def __len__(self) -> int:
-        return TEST_SIZE if self.split == "test" else self.cfg.length
+        return {"test": TEST_SIZE, "val": VAL_SIZE}.get(self.split, self.cfg.length)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def scene(self, index: int) -> Scene:
-        """The objects of item ``index`` (a pure function of seed, split, index and, for train, epoch)."""
+        """The objects of item ``index`` (a pure function of seed, split, index and, for train and all, epoch)."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        epoch = 0 if self.split == "test" else self.epoch
+        epoch = 0 if self.split in FIXED_SPLITS else self.epoch
         rng = np.random.default_rng((self.cfg.seed, SPLIT_IDS[self.split], epoch, index))
         return sample_scene(rng, self.cfg.num_objects, self.cfg.channels)
 
@@ -128,9 +179,13 @@ class BouncingShapes(torch.utils.data.Dataset):
         video = render(self.scene(index), self.times, self.cfg.size)  # (T, C, H, W) in [0, 1]
         return torch.from_numpy(video * 2.0 - 1.0)
 
+    def truth(self, index: int) -> Truth:
+        """The simulator's positions, sizes, colours and contact events of item ``index``'s frames (``Truth``)."""
+        return scene_truth(self.scene(index), self.times, self.cfg.size)
+
     def protocol(self) -> dict:
         """What defines this data, for the metric record."""
         c = self.cfg
         return dict(dataset="bouncing", split=self.split, num_clips=len(self), frames=c.frames, stride=c.stride,
                     resolution=c.size, channels=c.channels, num_objects=c.num_objects, seed=c.seed,
-                    offset="procedural", epoch_dependent=self.split != "test", range="[-1, 1]")
+                    offset="procedural", epoch_dependent=self.split not in FIXED_SPLITS, range="[-1, 1]")

@@ -2,7 +2,8 @@
 
 A clip is ``cfg.frames`` frames, ``cfg.stride`` apart. Its first frame is
 - train and all: random, from ``default_rng((seed, epoch, index))`` (``set_epoch`` moves it);
-- test: the centre of the video, the same at every epoch (deterministic evaluation clips).
+- val and test: the centre of the video, the same at every epoch (deterministic evaluation clips).
+Val is held out of the train split by whole groups (``vdt/data/layouts.py``, docs/data.md).
 Frames are resized by the shorter side (bilinear, antialiased) and centre-cropped to
 ``cfg.size``. ``protocol()`` records all of this for the metrics.
 
@@ -20,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vdt.config import DataConfig
+from vdt.config import SPLITS, DataConfig
 from vdt.data.decode import BAD_DATA_ERRORS, read_frames, resize_crop
-from vdt.data.layouts import find_sources
+from vdt.data.layouts import FIXED_SPLITS, find_sources
 from vdt.data.scan import Skipped, append_bad_log, cache_root, check_bad_fraction, dataset_key, scan, write_bad_log
 
 MAX_SUBSTITUTES = 16
@@ -33,8 +34,8 @@ class VideoClips(torch.utils.data.Dataset):
     """Real-video clips; items are (T, C, H, W) float32 in [-1, 1], or (video, label) with cfg.class_labels."""
 
     def __init__(self, cfg: DataConfig, split: str, log_dir: Path | None = None):
-        if split not in ("train", "test", "all"):
-            raise ValueError(f"split: unknown split {split!r}; choose from ('train', 'test', 'all')")
+        if split not in SPLITS:
+            raise ValueError(f"split: unknown split {split!r}; choose from {SPLITS}")
         if cfg.autoencoder != "none":  # pixels only; the latent dataset reads through its own copy
             cfg = dataclasses.replace(cfg, autoencoder="none")
         self.cfg, self.split, self.epoch, self.read_failures = cfg, split, 0, 0
@@ -77,7 +78,7 @@ class VideoClips(torch.utils.data.Dataset):
     def clip_start(self, index: int) -> int:
         """First source frame of item ``index``'s clip this epoch."""
         room = self.num_frames[index] - self.span
-        if self.split == "test":
+        if self.split in FIXED_SPLITS:
             return room // 2
         rng = np.random.default_rng((self.cfg.seed, self.epoch, index))
         return int(rng.integers(0, room + 1))
@@ -109,7 +110,7 @@ class VideoClips(torch.utils.data.Dataset):
     def protocol(self) -> dict:
         """What defines these clips, for the metric record."""
         c = self.cfg
-        offset = "centre of the video" if self.split == "test" else "random, default_rng((seed, epoch, index))"
+        offset = "centre of the video" if self.split in FIXED_SPLITS else "random, default_rng((seed, epoch, index))"
         return dict(dataset=c.name, root=str(c.root), split=self.split, fold=c.fold if c.name == "ucf101" else None,
                     frames=c.frames, stride=c.stride, offset=offset, seed=c.seed, epoch=self.epoch,
                     num_clips=len(self), clips_per_video=1, num_sources=self.num_sources, num_bad=len(self.bad),

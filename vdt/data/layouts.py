@@ -5,6 +5,12 @@ A source is a video file (avi, mp4, webm, ...) or a folder of frames (a folder m
 ``Listing``: the sources of one split, their labels (UCF101), and the listed sources that are
 missing on disk. A missing root or a layout that doesn't match raises ``DatasetLayoutError``
 with the expected tree in its message.
+
+The validation split is held out of the train split by whole groups, so one actor, scene or
+source video never spans train and val: the groups are UCF101's ``gNN`` (same actor and
+background), TaiChi-HD's YouTube id (the name before the first ``#``) and Sky Time-lapse's
+``<video>`` folder. ``val_groups`` takes the last ``VAL_FRACTION`` of the train split's groups in
+natural sort order (at least one, never all); ``train`` is the rest, ``all`` is train, val and test.
 """
 
 import os
@@ -16,6 +22,8 @@ from vdt.errors import DataError
 
 VIDEO_EXTS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FIXED_SPLITS = ("val", "test")  # evaluation splits: fixed clips, one per video, whatever the epoch
+VAL_FRACTION = 0.1  # of the train split's groups, held out as the val split (UCF101: g24 and g25 in every fold)
 
 EXPECTED = {
     "ucf101": """\
@@ -35,6 +43,14 @@ data.root = the Sky Time-lapse folder:
   <root>/sky_train/<video>/<clip>/<video>_frames_00000001.jpg ...
   <root>/sky_test/<video>/<clip>/*.jpg
   (frame folders directly under <video>/ are accepted too)""",
+    "physion": """\
+data.root = the Physion folder (SlotFormer's layout of the released MP4s; docs/data.md#physion):
+  <root>/PhysionTrainMP4s/<Scenario>_training_MP4s/<stimulus>_<NNNN>_img.mp4   (data.split=train|val)
+  <root>/PhysionTrainMP4s/<Scenario>_readout_MP4s/<stimulus>_<NNNN>_img.mp4    (the readout's training videos)
+  <root>/PhysionTrainMP4s/readout_labels.csv       ",ground truth outcome" / "<stimulus>_<NNNN>,True"
+  <root>/PhysionTestMP4s/<Scenario>/mp4s-redyellow/<stimulus>-redyellow_<NNNN>_img.mp4   (data.split=test)
+  <root>/PhysionTestMP4s/labels.csv                ",ground truth outcome" / "<stimulus>_<NNNN>_img,False"
+  Scenario: Collide Contain Dominoes Drape Drop Link Roll Support (those present); a video may be a frame folder""",
 }
 
 
@@ -75,12 +91,38 @@ def _subdirs(path: Path) -> list:
     return sorted((p for p in path.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name))
 
 
+def val_groups(groups) -> set:
+    """The held-out groups: the last VAL_FRACTION of the distinct ``groups`` in natural order (>= 1, never all)."""
+    ordered = sorted(set(groups), key=natural_key)
+    n = min(max(1, round(len(ordered) * VAL_FRACTION)), len(ordered) - 1)
+    return set(ordered[len(ordered) - n:])
+
+
+def _hold_out(listing: Listing, group_of, split: str) -> Listing:
+    """The train or val part of the train split's ``listing``; ``group_of(path)`` names a source's group."""
+    if split not in ("train", "val"):
+        return listing
+    held = val_groups([group_of(p) for p in listing.paths + listing.missing])
+
+    def wanted(path: str) -> bool:
+        return (group_of(path) in held) == (split == "val")
+
+    kept = [(p, label) for p, label in zip(listing.paths, listing.labels, strict=True) if wanted(p)]
+    return Listing([p for p, _ in kept], [label for _, label in kept], [p for p in listing.missing if wanted(p)],
+                   listing.classes)
+
+
 def find_sources(name: str, root, split: str, fold: int = 1) -> Listing:
-    """The sources of ``split`` ('train', 'test' or 'all') of dataset ``name`` under ``root``."""
+    """The sources of ``split`` ('train', 'val', 'test' or 'all') of dataset ``name`` under ``root``."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise layout_error(name, root, "the root folder does not exist")
-    listing = {"ucf101": _ucf101, "taichi": _taichi, "sky": _sky}[name](root, split, fold)
+    if name == "physion":
+        from vdt.data.physion import physion_sources  # it builds on this module
+
+        listing = physion_sources(root, split, fold)
+    else:
+        listing = {"ucf101": _ucf101, "taichi": _taichi, "sky": _sky}[name](root, split, fold)
     if not listing.paths and not listing.missing:
         raise layout_error(name, root, f"no videos found for split {split!r}")
     return listing
@@ -122,7 +164,7 @@ def _ucf101(root: Path, split: str, fold: int) -> Listing:
             classes.append(cls)
     label_of = {c.lower(): i for i, c in enumerate(classes)}
     names = {"train": [f"trainlist0{fold}.txt"], "test": [f"testlist0{fold}.txt"]}
-    names["all"] = names["train"] + names["test"]
+    names["all"], names["val"] = names["train"] + names["test"], names["train"]
     out = Listing(classes=classes)
     for list_name in names[split]:
         if not (lists / list_name).is_file():
@@ -140,14 +182,20 @@ def _ucf101(root: Path, split: str, fold: int) -> Listing:
             else:
                 out.paths.append(str(path))
                 out.labels.append(label_of[cls])
-    return out
+    return _hold_out(out, _ucf_group, split)
+
+
+def _ucf_group(path: str) -> str:
+    """'g08' for v_<Class>_g08_c01.avi: UCF101's groups share an actor and background."""
+    match = re.search(r"_(g\d+)_c\d+", Path(path).name)
+    return match.group(1) if match else Path(path).name
 
 
 # ---------------------------------------------------------------- TaiChi-HD and Sky Time-lapse
 
 
 def _split_dirs(name: str, root: Path, split: str, prefix: str) -> list:
-    wanted = ["train", "test"] if split == "all" else [split]
+    wanted = ["train", "test"] if split == "all" else ["train" if split == "val" else split]  # val: out of train
     dirs = [root / f"{prefix}{s}" for s in wanted]
     absent = [d.name for d in dirs if not d.is_dir()]
     if absent:
@@ -162,7 +210,7 @@ def _taichi(root: Path, split: str, fold: int) -> Listing:
             if _is_video(p) or p.is_dir():  # a folder is the PNG version of one video
                 out.paths.append(str(p))
                 out.labels.append(-1)
-    return out
+    return _hold_out(out, lambda p: Path(p).name.split("#")[0], split)  # FOMM names: <youtube id>#<start>#<end>
 
 
 def _sky(root: Path, split: str, fold: int) -> Listing:
@@ -173,4 +221,4 @@ def _sky(root: Path, split: str, fold: int) -> Listing:
             for clip in clips or [video]:  # video/clip/frames, or video/frames
                 out.paths.append(str(clip))
                 out.labels.append(-1)
-    return out
+    return _hold_out(out, lambda p: Path(p).relative_to(root / "sky_train").parts[0], split)  # the <video> folder
