@@ -204,9 +204,9 @@ class RunSampler:
     # ---------------------------------------------------------------- samples
     def batch_mask(self, kind: str, masks_cfg, b: int, batch: int) -> torch.Tensor:
         """The task's mask of batch b, (B, T, h, w) on the model's grid; a pure function of (eval.seed, task, b)."""
-        g = torch.Generator().manual_seed(derive_seed(self.cfg.eval.seed, "mask", kind, b))
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.eval.seed, "mask", kind, b))
         side = self.cfg.data.grid[1]
-        return task_mask(kind, (self.cfg.data.frames, side, side), masks_cfg, batch, generator=g)
+        return task_mask(kind, (self.cfg.data.frames, side, side), masks_cfg, batch, generator=gen)
 
     def denoiser(self, mask: torch.Tensor, y) -> Denoiser:
         return Denoiser(self.model, self.cfg.model.conditioning, mask, y=y, guidance=self.cfg.eval.guidance,
@@ -214,27 +214,27 @@ class RunSampler:
 
     def sample_batch(self, z0, y, mask, seed: int) -> torch.Tensor:
         """One sample of the mask = 1 region of z0 (B, T, C', h, w), on the device."""
-        e = self.cfg.eval
-        g = torch.Generator(device=self.device).manual_seed(seed)
+        ev = self.cfg.eval
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self.diffusion.sample(self.denoiser(mask, y), z0, mask, sampler=e.sampler, steps=e.sample_steps,
-                                         eta=e.eta, generator=g, progress=False, clip_denoised=self.vae is None)
+            return self.diffusion.sample(self.denoiser(mask, y), z0, mask, sampler=ev.sampler, steps=ev.sample_steps,
+                                         eta=ev.eta, generator=gen, progress=False, clip_denoised=self.vae is None)
 
     def sample_key(self, spec: str, masks_cfg) -> str:
         """Hash of everything that made a task's samples (see the module docstring)."""
-        c = self.cfg
-        data = {k: v for k, v in dataclasses.asdict(c.data).items() if k not in DATA_LOCATION}
+        cfg = self.cfg
+        data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in DATA_LOCATION}
         blob = {"task": spec, "masks": dataclasses.asdict(masks_cfg), "data": data, "split": self.split,
                 "clips_sha256": self.clips_sha256, "seeds": SEED_RULE,
-                "model": dataclasses.asdict(c.model), "diffusion": dataclasses.asdict(c.diffusion),
+                "model": dataclasses.asdict(cfg.model), "diffusion": dataclasses.asdict(cfg.diffusion),
                 "checkpoint": {"step": self.step, "ema_sha256": self.checkpoint["ema_sha256"]},
                 "vae_sha256": None if self.vae is None else self.vae.sha256, "num_videos": self.n,
-                "sampling": {k: getattr(c.eval, k) for k in SAMPLING_KEYS}}
+                "sampling": {k: getattr(cfg.eval, k) for k in SAMPLING_KEYS}}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def task_samples(self, spec: str, kind: str, masks_cfg) -> tuple:
         """(real (N, T, C, H, W), fakes (k, N, T, C, H, W), pixel mask (N, T, H, W)), pixels in [-1, 1]."""
-        e = self.cfg.eval
+        ev = self.cfg.eval
         name = spec.replace(":", "_").replace("/", "_")
         cache = self.layout.eval_cache / f"{name}-{self.sample_key(spec, masks_cfg)}"
         cache.mkdir(parents=True, exist_ok=True)
@@ -247,8 +247,8 @@ class RunSampler:
                 mask = self.batch_mask(kind, masks_cfg, b, x0.shape[0])
                 z0, md = self.encode(x0), mask.to(self.device)
                 yd = None if y is None else y.to(self.device)
-                outs = [self.sample_batch(z0, yd, md, seed=derive_seed(e.seed, "sample", spec, b, j))
-                        for j in range(e.best_of)]
+                outs = [self.sample_batch(z0, yd, md, seed=derive_seed(ev.seed, "sample", spec, b, j))
+                        for j in range(ev.best_of)]
                 cached = {"sample": torch.stack([o.float().cpu() for o in outs]), "mask": mask}
                 tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
                 torch.save(cached, tmp)
@@ -282,8 +282,8 @@ class RunSampler:
         for b, (x0, y) in enumerate(self.real_batches()):
             mask = self.batch_mask(kind, masks_cfg, b, x0.shape[0])
             z0, md = self.encode(x0), mask.to(self.device)
-            g = torch.Generator(device=self.device).manual_seed(derive_seed(self.cfg.eval.seed, "x0", kind, b, t))
-            noise = torch.randn(z0.shape, generator=g, device=self.device, dtype=z0.dtype)
+            gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.cfg.eval.seed, "x0", kind, b, t))
+            noise = torch.randn(z0.shape, generator=gen, device=self.device, dtype=z0.dtype)
             tt = torch.full((z0.shape[0],), t, device=self.device, dtype=torch.long)
             m = md.unsqueeze(2).to(z0.dtype)  # (B, T, 1, h, w)
             x_in = z0 * (1 - m) + self.diffusion.q_sample(z0, tt, noise) * m

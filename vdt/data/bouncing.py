@@ -185,7 +185,7 @@ class BouncingShapes(torch.utils.data.Dataset):
 
     def protocol(self) -> dict:
         """What defines this data, for the metric record."""
-        c = self.cfg
-        return dict(dataset="bouncing", split=self.split, num_clips=len(self), frames=c.frames, stride=c.stride,
-                    resolution=c.size, channels=c.channels, num_objects=c.num_objects, seed=c.seed,
+        cfg = self.cfg
+        return dict(dataset="bouncing", split=self.split, num_clips=len(self), frames=cfg.frames, stride=cfg.stride,
+                    resolution=cfg.size, channels=cfg.channels, num_objects=cfg.num_objects, seed=cfg.seed,
                     offset="procedural", epoch_dependent=self.split not in FIXED_SPLITS, range="[-1, 1]")

@@ -109,11 +109,12 @@ class VideoClips(torch.utils.data.Dataset):
 
     def protocol(self) -> dict:
         """What defines these clips, for the metric record."""
-        c = self.cfg
+        cfg = self.cfg
         offset = "centre of the video" if self.split in FIXED_SPLITS else "random, default_rng((seed, epoch, index))"
-        return dict(dataset=c.name, root=str(c.root), split=self.split, fold=c.fold if c.name == "ucf101" else None,
-                    frames=c.frames, stride=c.stride, offset=offset, seed=c.seed, epoch=self.epoch,
+        return dict(dataset=cfg.name, root=str(cfg.root), split=self.split,
+                    fold=cfg.fold if cfg.name == "ucf101" else None,
+                    frames=cfg.frames, stride=cfg.stride, offset=offset, seed=cfg.seed, epoch=self.epoch,
                     num_clips=len(self), clips_per_video=1, num_sources=self.num_sources, num_bad=len(self.bad),
-                    resolution=c.size, channels=c.channels, range="[-1, 1]",
+                    resolution=cfg.size, channels=cfg.channels, range="[-1, 1]",
                     resize="shorter side to resolution (bilinear, antialias), centre crop",
-                    num_classes=self.num_classes if c.class_labels else 0, bad_log=str(self.bad_log))
+                    num_classes=self.num_classes if cfg.class_labels else 0, bad_log=str(self.bad_log))
