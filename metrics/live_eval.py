@@ -29,7 +29,6 @@ and the samples go to ``eval_live/step_<s>.npz`` (uint8 real, fake and mask), so
 checkpoints that ``train.keep_ckpts`` deletes.
 """
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -42,9 +41,7 @@ from metrics.evaluate import BASELINE_NAMES, parse_task, to_uint8, to_unit
 from metrics.frame import SSIM_WINDOW
 from metrics.sampling import RunSampler, derive_seed
 from vdt.config import ConfigError, RunConfig
-from vdt.data import announce_skipped, build_video_dataset
 from vdt.denoiser import Denoiser
-from vdt.diffusion import GaussianDiffusion
 
 SPLIT = "val"
 METRICS = ("psnr", "ssim")
@@ -56,18 +53,11 @@ LOSS_LEVELS = 8  # timesteps per clip of the validation loss, one in each of 8 e
 class LiveSampler(RunSampler):
     """``RunSampler``'s sampling over a model in memory (the trainer's EMA) and the val split: no checkpoint, no cache.
 
-    ``RunSampler.__init__`` loads a checkpoint; this sets the same fields from the trainer's objects instead."""
+    ``RunSampler.__init__`` loads a checkpoint; this attaches the trainer's model instead."""
 
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, device):
-        self.cfg, self.progress, self.device, self.model, self.split = cfg, False, torch.device(device), model, SPLIT
-        self.diffusion = GaussianDiffusion(cfg.diffusion)
-        self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none", split=SPLIT))
-        announce_skipped(self.data, "evaluation during training")
-        self.n = min(cfg.eval.every_videos, len(self.data))
-        self.vae = None
-        if cfg.data.autoencoder == "sd-vae":
-            from vdt.autoencoder import load_vae
-            self.vae = load_vae(cfg.data.vae_path, device=self.device)
+        self.cfg, self.progress, self.device, self.split = cfg, False, torch.device(device), SPLIT
+        self.attach(model, cfg.eval.every_videos, "evaluation during training")
 
 
 def loss_timesteps(n: int, levels: int, steps: int) -> torch.Tensor:

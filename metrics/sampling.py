@@ -120,16 +120,22 @@ class RunSampler:
         self.cfg = cfg = bind_to_checkpoint(cfg, ckpt["config"], f"checkpoint {self.layout.last_ckpt}")
         self.checkpoint = {"path": str(self.layout.last_ckpt), "step": ckpt["step"], "sha256": sha,
                            "ema_sha256": state_sha256(ckpt["ema"])}
-        self.model = VDT(cfg.model)
-        self.model.load_state_dict(ckpt["ema"])
-        self.model.eval().requires_grad_(False).to(self.device)
+        model = VDT(cfg.model)
+        model.load_state_dict(ckpt["ema"])
+        model.eval().requires_grad_(False).to(self.device)
         del ckpt
+        self.attach(model, cfg.eval.num_videos, "evaluation")
+        self.clips_sha256 = clip_signature(self.data, 0, self.n)
+
+    def attach(self, model, num_videos: int, purpose: str) -> None:
+        """Sample with ``model`` from the first ``num_videos`` clips of ``self.split`` (needs cfg, device, split)."""
+        cfg = self.cfg
+        self.model = model
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         # Pixel clips, also for a latent run: the latent cache is for training only.
-        self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none", split=split), split)
-        announce_skipped(self.data, "evaluation")
-        self.n = min(cfg.eval.num_videos, len(self.data))
-        self.clips_sha256 = clip_signature(self.data, 0, self.n)
+        self.data = build_video_dataset(dataclasses.replace(cfg.data, autoencoder="none", split=self.split), self.split)
+        announce_skipped(self.data, purpose)
+        self.n = min(num_videos, len(self.data))
         self.vae = None
         if cfg.data.autoencoder == "sd-vae":
             from vdt.autoencoder import load_vae
