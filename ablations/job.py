@@ -187,12 +187,14 @@ class SweepJob(submitit.helpers.Checkpointable):
         from vdt.config import load_config
 
         layout = RunLayout(run_dir)
+        cfg = load_config(layout.config)
+        result = layout.eval_result(cfg.eval.split)  # eval.json (test); eval-val.json for a tuning sweep
         if not rundir.evaluated(run_dir):
-            evaluate.evaluate_run(run_dir, load_config(layout.config), progress=self.progress)
+            evaluate.evaluate_run(run_dir, cfg, progress=self.progress, split=cfg.eval.split)
         if not rundir.evaluated(run_dir):
-            raise RuntimeError(f"{layout.eval_json}: evaluation ended without a complete eval.json for the final "
+            raise RuntimeError(f"{result}: evaluation ended without a complete {result.name} for the final "
                                f"step ({rundir.why_not_evaluated(run_dir)})")
-        out = rundir.read_json(layout.eval_json)
+        out = rundir.read_json(result)
         return {t: r.get("metrics") for t, r in out.get("tasks", {}).items()}
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ablations import rundir
-from vdt.layout import RunLayout
+from vdt.layout import RunLayout, scored_split
 
 SQUEUE_TRIES = 4  # squeue calls before concluding that no controller answers
 SQUEUE_BACKOFF_S = 1.0  # the wait before the second call, doubled before each next one
@@ -102,7 +102,7 @@ def row(run_dir) -> dict:
         shown = f"{shown} (no job: relaunch resumes it)"
     elif shown == "done" and not rundir.evaluated(run_dir):
         shown = "done (evaluation incomplete: relaunch evaluates)"
-    ev = rundir.read_json(layout.eval_json, {})
+    ev = rundir.read_json(layout.eval_result(scored_split(cfg)), {})
     metrics = {t: r.get("metrics", {}) for t, r in ev.get("tasks", {}).items()}
     return {
         "run_id": run_dir.name, "variant": info.get("variant"), "seed": info.get("seed"), "state": shown,

@@ -499,10 +499,11 @@ def run_cli(argv=None) -> int:
 
 
 def evaluation_overrides(over: list, cfg: RunConfig) -> tuple:
-    """(the overrides to apply, the split to score) from the command line's; the split is ``data.split`` (default
-    test), not applied to the config (which keeps the split the run trained on). An override of anything but
-    eval.* and ``EVAL_MAY_SET`` that changes the run's trained value is a ConfigError naming both."""
-    trained, keep, split = cfg.to_dict(), [], "test"
+    """(the overrides to apply, the split to score) from the command line's. The split is ``data.split``
+    (default: the run's eval.split, test unless a tuning sweep set val); it is not applied to the config, which keeps
+    the split the run trained on, but recorded as eval.split. An override of anything but eval.* and
+    ``EVAL_MAY_SET`` that changes the run's trained value is a ConfigError naming both."""
+    trained, keep, split = cfg.to_dict(), [], None
     for item in over:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -519,7 +520,9 @@ def evaluation_overrides(over: list, cfg: RunConfig) -> tuple:
                                   f"evaluation takes model, diffusion, masks, data and train from the checkpoint "
                                   f"and may change only eval.* and {', '.join(EVAL_MAY_SET)}")
         keep.append(item)
-    return keep, split
+    if split in ("test", "val"):  # the record names the split it scored
+        keep.append(f"eval.split={split}")
+    return keep, split or cfg.with_overrides(keep).eval.split
 
 
 def cli(argv=None) -> int:

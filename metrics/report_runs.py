@@ -19,7 +19,7 @@ import pandas as pd
 from metrics.report_stats import finite, number
 from vdt import layout
 from vdt.errors import InputError
-from vdt.layout import RunLayout
+from vdt.layout import RunLayout, scored_split
 
 log = logging.getLogger("report")
 DEFAULT_DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False, "fvd": False}  # higher is better?
@@ -137,7 +137,7 @@ def load_run(path: Path, sweep: str) -> Run:
     raw_config = json_object(files.config) or {}
     config = flatten(raw_config)
     train_log = read_jsonl(files.train_log)
-    ev = json_object(files.eval_json)
+    ev = json_object(files.eval_result(scored_split(raw_config)))  # eval.json; eval-val.json for a tuning sweep
     refused = why_stale(files, ev, raw_config) if ev else None
     if refused:
         log.warning("run %s: eval.json not used: %s; re-evaluate with: python metrics/evaluate.py --run-dir %s",

@@ -272,6 +272,7 @@ class EvalConfig:
     fvd_ref_draws: int = 5  # real-vs-real FVD draws at the same N: the noise band
     every: int = 0  # >0: evaluate the EMA weights on the val split every N training steps (0: off)
     every_videos: int = 16  # clips of the in-training evaluation (a fixed val set)
+    split: str = "test"  # the split evaluation scores: test (eval.json, what reports read) | val (eval-val.json)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -281,6 +282,7 @@ class EvalConfig:
         _check(self.fvd_ref_draws >= 1, "eval.fvd_ref_draws", "must be >= 1")
         _check(self.every >= 0, "eval.every", "must be >= 0 (0: off)")
         _check(self.every_videos >= 1, "eval.every_videos", "must be >= 1")
+        _check(self.split in ("test", "val"), "eval.split", f"unknown split {self.split!r}; choose test or val")
         for t in self.tasks:  # a kind, or kind:name=value as evaluate's --task (predict:k=3; checked there)
             _check(t.partition(":")[0] in MASK_KINDS, "eval.tasks",
                    f"unknown mask kind {t!r}; choose from {MASK_KINDS}")

@@ -176,7 +176,9 @@ def why_not_evaluated(record: dict | None, config: dict, checkpoint_sha256: str 
         return f"eval.json lacks task(s) {', '.join(missing)}"
     if "eval" not in record:
         return "eval.json does not record its eval settings (made by an older vdt-bench)"
-    if json.loads(json.dumps(record["eval"])) != json.loads(json.dumps(config.get("eval"))):
+    made_with, wanted = json.loads(json.dumps(record["eval"])), json.loads(json.dumps(config.get("eval") or {}))
+    # a field config.json lacks was added to EvalConfig after the run was launched: it holds its default there
+    if any(made_with.get(k) != v for k, v in wanted.items()) or not wanted:
         return "eval.json was made with other eval settings than config.json's"
     return None
 
@@ -185,8 +187,14 @@ def eval_status(run_dir) -> str | None:
     """None when the run's eval.json is current (``why_not_evaluated`` on its eval.json, config.json and
     checkpoints/last.pt), else why not."""
     layout = RunLayout(run_dir)
-    return why_not_evaluated(read_json(layout.eval_json), read_json(layout.config, {}),
+    config = read_json(layout.config, {})
+    return why_not_evaluated(read_json(layout.eval_result(scored_split(config))), config,
                              checkpoint_sha256(layout.last_ckpt))
+
+
+def scored_split(config: dict) -> str:
+    """The split a run's evaluation scores, from its config.json content (eval.split; test before it existed)."""
+    return (config.get("eval") or {}).get("split", "test")
 
 
 def checkpoint_sha256(path) -> str | None:
