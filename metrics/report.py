@@ -166,8 +166,9 @@ def results_caption(sweep: str, method: str, n_boot: int, seed: int, mask_column
             "confidence interval. Best mean per task in bold. Training cost per run: FLOPs (vdt.model.count_flops, "
             "forward + backward, summed over the steps) and wall time (mean, with min–max over seeds), from "
             "train_log.jsonl. Baseline rows: fills of the generated region (black; the nearest given frame; the "
-            "given frames' motion continued), scored on the same test clips; reference row: the FVD between "
-            "disjoint real sets of the same N under the same protocol (mean and range over its draws): the floor of "
+            "given frames' motion continued), scored on the same clips (those of the split scored, as the protocol "
+            "says); reference row: the FVD between disjoint real sets of the same N under the same protocol (mean "
+            "and range over its draws): the floor of "
             "an unconditional model; a conditioned one shares its given frames with the reference clips and can "
             "score below it, as the copy baseline does.")
     if fallback:
@@ -183,7 +184,7 @@ def paired_caption(references: dict, method: str, count: int) -> str:
     test = (f"two-sided paired Student t-test over seeds (scipy.stats.ttest_rel); [low, high] is its unadjusted 95% "
             f"interval of the mean difference ({method} bootstrap, paired, from {report_stats.BOOTSTRAP_FROM} pairs)")
     return (f"Paired differences, variant − reference (reference per task: {refs}). Unit: one training seed. Two "
-            "variants' runs with the same seed score the same test clips, so each shared seed gives one difference "
+            "variants' runs with the same seed score the same clips, so each shared seed gives one difference "
             "of their mean scores over those clips. For ↑ metrics a positive difference is better, for ↓ metrics a "
             f"negative one. {report_stats.test_caption(count, test)} {report_stats.SMALL_N_NOTE} paired.csv also "
             "gives, where the runs saved per-video scores, the interval over test clips (clip_*: unit one test clip, "

@@ -53,3 +53,30 @@ def test_eval_settings_added_later_keep_an_old_record_current():
     assert why_not_evaluated(record, config, "abc") is None
     assert why_not_evaluated({**record, "eval": {**old_eval, "eta": 0.0, "split": "test"}}, config, "abc")
     assert why_not_evaluated({**record, "eval": {"tasks": ["predict"]}}, config, "abc")  # eta missing: not the same
+
+
+def test_long_profile_is_tiny_trained_longer_with_its_own_pinned_recipe():
+    tiny, long = (sweeps.expand("conditioning", p, variants=["token_concat"], seeds=[0])[0].cfg
+                  for p in ("tiny", "long"))
+    assert (long.train.steps, long.train.lr_schedule, long.train.ema_decay) == (16_000, "cosine", 0.999)
+    assert (long.diffusion.variance, long.train.lr, long.eval.eta) == ("fixed_small", 3e-3, 1.0)
+    assert long.eval.every == 1000 and long.eval.split == "test"
+    assert (long.data, long.model, long.masks) == (tiny.data, tiny.model, tiny.masks)  # the same task and model
+    assert "val" in sweeps.PROFILES["long"].tuned_on and "val" in sweeps.PROFILES["tiny"].tuned_on
+
+
+def test_long_profile_chain_in_miniature_records_its_tuning_split(tmp_path):
+    sets = ["train.steps=4", "train.batch_size=4", "train.log_every=2", "train.ckpt_every=2", "eval.every=2",
+            "eval.every_videos=2", "eval.num_videos=4", "eval.batch_size=4", "eval.sample_steps=2", "eval.fvd=false",
+            "eval.lpips=false"]
+    argv = ["--sweep", "conditioning", "--profile", "long", "--variants", "token_concat", "--seeds", "0",
+            "--results", str(tmp_path / "runs"), "--executor", "inline", "--no-progress", "--set", *sets]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert run.main(argv) == 0, out.getvalue() + err.getvalue()
+    run_dir = next((tmp_path / "runs" / "conditioning").glob("*/eval.json")).parent
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("event") == "eval"] == [2, 4]  # quality on val during training
+    root = report.build_report(tmp_path, ["conditioning"], tmp_path / "out", n_boot=50)["conditioning"].parent
+    readme = (root / "README.md").read_text()
+    assert "- profile tuned on (split): val (step count" in readme and "- split scored: test" in readme
