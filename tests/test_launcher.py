@@ -280,7 +280,7 @@ def test_usr2_saves_the_step_in_progress_and_a_stop_in_evaluation_resumes_evalua
             os.kill(os.getpid(), signal.SIGUSR2)
         return real_step(self, step)
 
-    def evaluate_run(run_dir, cfg, progress=False):
+    def evaluate_run(run_dir, cfg, progress=False, split="test"):
         beat = rundir.read_json(d / "heartbeat.json")
         assert (beat["pid"], beat["host"]) == (os.getpid(), socket.gethostname())  # the job is seen alive
         evaluations.append(torch.load(d / "checkpoints" / "last.pt", weights_only=False)["step"])

@@ -94,7 +94,7 @@ def test_run_info_records_the_split_the_profile_was_tuned_on(tmp_path):
     """run.json's tuned_on is the profile's, and the report's protocol shows it (not its legacy default)."""
     from metrics import report, report_runs
 
-    assert sweeps.PROFILES["tiny"].tuned_on.startswith("test (legacy")
+    assert sweeps.PROFILES["tiny"].tuned_on.startswith("val (") and sweeps.PROFILES["long"].tuned_on.startswith("val (")
     for prof in ("paper", "smoke"):
         assert sweeps.PROFILES[prof].tuned_on == "none (budget choice)"
     for prof in sweeps.PROFILES:
