@@ -212,9 +212,10 @@ def lr_search(profile: str) -> dict:
     return {f"{size}_lr{m:g}x": scaling_size(profile, size, m) for size in LR_SEARCH_SIZES for m in LR_MULTIPLIERS}
 
 
-# Prediction only (the task eval.every scores, eval.tasks[0]), token concatenation; 32 fixed val clips per evaluation,
-# 8 evaluations over the tiny profile's 2,000 steps; paper: every 20,000 of 400,000 steps.
-SCALING_BASE = {**PREDICT_ONLY, "model.conditioning": "token_concat", "eval.every": 250, "eval.every_videos": 32}
+# Prediction only (the task eval.every scores, eval.tasks[0]), token concatenation; the profile's 16 fixed val clips
+# per evaluation, 8 evaluations over the tiny profile's 2,000 steps; paper: every 20,000 of 400,000 steps. Size B is
+# then the conditioning sweep's token_concat run and the tasks sweep's predict_only run, curves included (one training).
+SCALING_BASE = {**PREDICT_ONLY, "model.conditioning": "token_concat", "eval.every": 250}
 SCALING_PAPER_BASE = {"eval.every": 20_000}
 
 SWEEPS = {
