@@ -146,8 +146,10 @@ def equal_flops_row(runs: list, task: str, metric: str, unified: str, specialist
     (within SAME_FLOPS), else both curves read at the smaller of the two runs' FLOPs."""
     by = {(r.variant, r.seed): r for r in runs if r.seed is not None}
     seeds = sorted({s for v, s in by if v == unified} & {s for v, s in by if v == specialist})
-    fu, fs = [flops.get((unified, s), math.nan) for s in seeds], [flops.get((specialist, s), math.nan) for s in seeds]
-    logged = all(math.isfinite(x) for x in fu + fs) and seeds
+    # seeds whose two runs both logged their FLOPs (a run still pending has no log yet)
+    seeds = [s for s in seeds if all(math.isfinite(flops.get((v, s), math.nan)) for v in (unified, specialist))]
+    fu, fs = [flops[(unified, s)] for s in seeds], [flops[(specialist, s)] for s in seeds]
+    logged = bool(seeds)
     same = logged and all(abs(a - b) <= SAME_FLOPS * max(a, b) for a, b in zip(fu, fs, strict=True))
     extra = {"unified_flops": float(np.mean(fu)) if logged else math.nan,
              "specialist_flops": float(np.mean(fs)) if logged else math.nan}

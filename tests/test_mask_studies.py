@@ -183,6 +183,19 @@ def test_tasks_report_at_unequal_flops_reads_the_curves_at_the_cheaper_runs_flop
     assert row["flops_unified_flops"] == pytest.approx(2 * row["flops_specialist_flops"])
 
 
+def test_tasks_report_with_a_run_still_pending_compares_the_seeds_that_logged_their_flops(tmp_path):
+    tasks_sweep(tmp_path / "runs", flops={"unified": 2e9})
+    pending = tmp_path / "runs" / "tasks" / "unified-2"  # seed 2 of the unified model not trained yet: no log
+    (pending / "train_log.jsonl").unlink()
+    (pending / "eval.json").unlink()
+    write_json(pending / "state.json", {"state": "pending", "step": 0})
+    root = report.build_report(tmp_path, ["tasks"], tmp_path / "out", n_boot=100)["tasks"].parent
+    row = pd.read_csv(root / "tasks.csv").query("task == 'predict' and metric == 'psnr'").iloc[0]
+    assert "val curves" in row["flops_basis"] and row["flops_n_pairs"] == 2
+    expected = np.mean([(0.5 + s / 100) * 20 - (0.4 + s / 100) * 40 for s in range(2)])
+    assert row["flops_diff_mean"] == pytest.approx(expected)
+
+
 GRID = {0.25: 7, 0.5: 4, 0.75: 2}  # ratio -> given frames it trains on (9 frames, predict only)
 
 
