@@ -319,7 +319,7 @@ def heatmap(grid: pd.DataFrame, metric: str, higher: bool, stem: Path) -> list:
         if r.get("trained_given") == k:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
     motion = {k: cell[(ratios[0], k)]["motion"] if (ratios[0], k) in cell else math.nan for k in given}
-    ax.set_xticks(range(len(given)), [f"{k}\n(motion {motion[k]:.{digits}f})" if math.isfinite(motion[k]) else str(k)
+    ax.set_xticks(range(len(given)), [f"{k}\nmotion\n{motion[k]:.{digits}f}" if math.isfinite(motion[k]) else str(k)
                                       for k in given], fontsize=8)
     shares = {ratio: g.loc[g["ratio"] == ratio, "realized_share"].iloc[0] for ratio in ratios}
     ax.set_yticks(range(len(ratios)), [f"{ratio:g} (realized {shares[ratio]:.3f})" if math.isfinite(shares[ratio])
