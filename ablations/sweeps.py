@@ -177,8 +177,8 @@ GRID_GIVEN = (1, 2, 3, 4, 5, 7)
 
 # The scaling study (issue 28; docs/results.md#how-the-scaling-sweeps-are-built), DiT-style: model sizes S < B < L
 # < XL, width and depth both growing, at equal steps, each evaluated during training (eval.every) so quality can be
-# read against training FLOPs. tiny: (depth, hidden, heads), 16-wide heads as cpu-tiny's; B is cpu-tiny's geometry, the model the
-# tiny profile was set for. At the tiny profile's 9 frames of 16 x 16 and batch 16, vdt.model.count_flops gives 2.5,
+# read against training FLOPs. tiny: (depth, hidden, heads), 16-wide heads as cpu-tiny's; B is cpu-tiny's geometry,
+# the model the tiny profile was set for. At the tiny profile's 9 frames of 16 x 16 and batch 16, vdt.model.count_flops gives 2.5,
 # 8.9, 20.2 and 37.9 GFLOP per training step: 15x from S to XL. paper: DiT's S/B/L/XL sizes as presets (vdt/config.py;
 # the official VDT-L/2, 28 x 1152, is DiT's XL size, here VDT-XL/2): 20x from S to XL in training FLOPs at the
 # paper profile's 16 latent frames of 32 x 32, 21x in block parameters.
