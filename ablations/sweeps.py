@@ -175,13 +175,13 @@ GRID_RATIOS = (0.25, 0.5, 0.75, 0.9)  # generated share in training (masks.mask_
 # (round(9 (1 - r))), so 3 and 5 are given counts no model of the grid saw in training.
 GRID_GIVEN = (1, 2, 3, 4, 5, 7)
 
-# The scaling study (issue 28; docs/results.md#how-the-scaling-sweeps-are-built), DiT-style: model sizes S < B < L
-# < XL, width and depth both growing, at equal steps, each evaluated during training (eval.every) so quality can be
-# read against training FLOPs. tiny: (depth, hidden, heads), 16-wide heads as cpu-tiny's; B is cpu-tiny's geometry,
-# the model the tiny profile was set for. At the tiny profile's 9 frames of 16 x 16 and batch 16, vdt.model.count_flops gives 2.5,
+# The scaling study (issue 28; docs/results.md#how-the-scaling-sweeps-are-built), DiT-style: model sizes S < B < L < XL,
+# width and depth both growing, at equal steps, each evaluated during training (eval.every) so quality can be read
+# against training FLOPs. tiny: (depth, hidden, heads), 16-wide heads as cpu-tiny's; B is cpu-tiny's geometry, the model
+# the tiny profile was set for. At the tiny profile's 9 frames of 16 x 16 and batch 16, vdt.model.count_flops gives 2.5,
 # 8.9, 20.2 and 37.9 GFLOP per training step: 15x from S to XL. paper: DiT's S/B/L/XL sizes as presets (vdt/config.py;
-# the official VDT-L/2, 28 x 1152, is DiT's XL size, here VDT-XL/2): 20x from S to XL in training FLOPs at the
-# paper profile's 16 latent frames of 32 x 32, 21x in block parameters.
+# the official VDT-L/2, 28 x 1152, is DiT's XL size, here VDT-XL/2): 20x from S to XL in training FLOPs at the paper
+# profile's 16 latent frames of 32 x 32, 21x in block parameters.
 SCALING_SIZES = {"S": (2, 32, 2), "B": (2, 64, 4), "L": (3, 80, 5), "XL": (4, 96, 6)}
 SCALING_PRESETS = {"S": "VDT-S/2", "B": "VDT-B/2", "L": "DiT-L/2", "XL": "VDT-XL/2"}  # the paper profile's grid
 LR_MULTIPLIERS = (0.5, 1.0, 2.0)  # scaling_lr: the rule's lr times these, per size
